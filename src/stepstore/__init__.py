@@ -1,0 +1,61 @@
+"""stepstore: record every iteration of neural-network training, and get it back fast.
+
+>>> import stepstore as ss
+>>> run = ss.init(project="digits", params={"lr": 1e-3})          # doctest: +SKIP
+>>> run.log({"loss": 0.7, "acc": 0.5}, epoch=0)                    # doctest: +SKIP
+>>> run.finish()                                                   # doctest: +SKIP
+>>> ss.open().run(run.id).scalars("loss")                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    FilterSyntaxError,
+    InvalidArgumentError,
+    InvalidValueError,
+    KindMismatchError,
+    NotAStoreError,
+    NotFoundError,
+    RunStateError,
+    SchemaVersionError,
+    StepOrderError,
+    StepstoreError,
+    StoreError,
+    UnknownSchemeError,
+    WriterError,
+)
+from .policies import Policy, at, every, every_epoch, first, log_spaced, on_change, window
+from .query import RunView, Store, open
+from .run import Run, init
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FilterSyntaxError",
+    "InvalidArgumentError",
+    "InvalidValueError",
+    "KindMismatchError",
+    "NotAStoreError",
+    "NotFoundError",
+    "Policy",
+    "Run",
+    "RunStateError",
+    "RunView",
+    "SchemaVersionError",
+    "StepOrderError",
+    "StepstoreError",
+    "Store",
+    "StoreError",
+    "UnknownSchemeError",
+    "WriterError",
+    "__version__",
+    "at",
+    "every",
+    "every_epoch",
+    "first",
+    "init",
+    "log_spaced",
+    "on_change",
+    "open",
+    "window",
+]

@@ -1,0 +1,177 @@
+"""The Store protocol every backend implements, and the records it exchanges.
+
+A backend keeps run metadata relationally (runs, flattened params, tags, per-key series
+summaries) and scalar series as chunk blobs (see ``stepstore.series.chunk``). Writes of one
+writer flush go through :meth:`Backend.commit` as one transaction, data before the index
+that points at it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..series.chunk import EncodedChunk
+from ..series.tail import Summary
+
+RUN_STATUSES = ("running", "finished", "crashed", "incomplete", "failed")
+
+
+@dataclass
+class RunRecord:
+    """One run's metadata row."""
+
+    id: str
+    project: str
+    name: str
+    status: str = "running"
+    created: float = 0.0
+    ended: float | None = None
+    heartbeat: float | None = None
+    host: str = ""
+    pid: int = 0
+    git_commit: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)
+    capture: dict[str, Any] = field(default_factory=dict)
+    writer: dict[str, Any] = field(default_factory=dict)
+    journal_seq: int = 0
+
+
+@dataclass
+class SeriesRecord:
+    """One (run, key) series with its summary."""
+
+    id: int
+    run_id: str
+    key: str
+    kind: str
+    summary: Summary
+
+
+@dataclass
+class ChunkRow:
+    """A stored chunk as read back: index fields, statistics and (optionally) the blob."""
+
+    series_id: int
+    seq: int
+    first_step: int
+    last_step: int
+    count: int
+    sealed: bool
+    stats: bytes
+    data: bytes | None
+    checksum: int
+
+
+@dataclass
+class Problem:
+    """One integrity problem found by :meth:`Backend.check`."""
+
+    where: str
+    what: str
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float | None, str | None]]:
+    """Flatten nested params to ``(path, number, string)`` rows for the filter language.
+
+    Numbers and booleans go to ``number`` (true = 1), strings to ``string``, lists to
+    ``string`` as JSON text; ``None`` gives a row with neither.
+    """
+    for key, value in params.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from flatten_params(value, f"{path}.")
+        elif isinstance(value, bool):
+            yield path, float(value), None
+        elif isinstance(value, (int, float)):
+            number = float(value)
+            yield path, (number if math.isfinite(number) else None), (
+                None if math.isfinite(number) else repr(number)
+            )
+        elif isinstance(value, str):
+            yield path, None, value
+        elif value is None:
+            yield path, None, None
+        else:
+            yield path, None, json.dumps(value, sort_keys=True, default=str)
+
+
+class Backend(ABC):
+    """One metadata store (a URI scheme). Methods are safe to call from several threads."""
+
+    #: URI schemes this backend serves, e.g. ``("file", "")`` for the embedded store.
+    schemes: ClassVar[tuple[str, ...]] = ()
+    uri: str
+
+    @property
+    @abstractmethod
+    def journal_dir(self) -> Path:
+        """Local directory where this process keeps run journals for this store."""
+
+    @abstractmethod
+    def create_run(self, run: RunRecord) -> None:
+        """Insert a new run with its params and tags."""
+
+    @abstractmethod
+    def get_run(self, id_or_name: str) -> RunRecord:
+        """The run with this id, or the only run with this name (``NotFoundError`` otherwise)."""
+
+    @abstractmethod
+    def find_runs(self, where: str | None = None, project: str | None = None) -> list[RunRecord]:
+        """Runs matching a filter expression and project, oldest first."""
+
+    @abstractmethod
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set fields of a run row (status, ended, heartbeat, capture, writer, journal_seq)."""
+
+    @abstractmethod
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        """All series of a run, by key."""
+
+    @abstractmethod
+    def ensure_series(self, run_id: str, key: str, kind: str) -> int:
+        """Id of the run's series for ``key``, created if missing; checks the kind matches."""
+
+    @abstractmethod
+    def open_chunk(self, series_id: int) -> ChunkRow | None:
+        """The series' last chunk if it is not sealed (resuming appends to it)."""
+
+    @abstractmethod
+    def next_chunk_seq(self, series_id: int) -> int:
+        """Sequence number the series' next new chunk gets."""
+
+    @abstractmethod
+    def commit(
+        self,
+        run_id: str,
+        chunks: Sequence[tuple[int, EncodedChunk]],
+        summaries: Sequence[tuple[int, Summary]],
+        run_fields: dict[str, Any],
+    ) -> None:
+        """Write chunks (replacing an open chunk with the same seq), summaries and run
+        fields in one transaction."""
+
+    @abstractmethod
+    def chunks(
+        self,
+        series_id: int,
+        steps: tuple[int, int] | None = None,
+        epochs: tuple[int, int] | None = None,
+        with_data: bool = True,
+    ) -> list[ChunkRow]:
+        """Chunks of a series overlapping the inclusive step and epoch ranges, in order."""
+
+    @abstractmethod
+    def check(self) -> list[Problem]:
+        """Verify schema, metadata and every chunk checksum; return what is damaged."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""

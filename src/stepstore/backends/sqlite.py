@@ -1,0 +1,425 @@
+"""The embedded store: a directory holding a SQLite database (WAL mode) and run journals.
+
+Layout::
+
+    STORE/stepstore.db      runs, params, tags, series summaries and scalar chunks
+    STORE/journal/          memory-mapped journals of runs being recorded (see journal.py)
+
+Several processes may write different runs at once: every write transaction starts with
+``BEGIN IMMEDIATE`` under a 60 s busy timeout, and a flush is a single short transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgumentError, NotAStoreError, NotFoundError, SchemaVersionError
+from ..series import chunk as chunk_codec
+from ..series.chunk import EncodedChunk
+from ..series.tail import Summary
+from .base import Backend, ChunkRow, Problem, RunRecord, SeriesRecord, flatten_params
+
+DB_NAME = "stepstore.db"
+
+#: Ordered, append-only list of migrations; entry ``i`` brings the schema to version ``i + 1``.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            name TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created REAL NOT NULL,
+            ended REAL,
+            heartbeat REAL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            git_commit TEXT,
+            params TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            env TEXT NOT NULL,
+            capture TEXT NOT NULL,
+            writer TEXT NOT NULL,
+            journal_seq INTEGER NOT NULL DEFAULT 0)""",
+        "CREATE INDEX runs_project ON runs (project, created)",
+        "CREATE INDEX runs_name ON runs (name)",
+        """CREATE TABLE run_params (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            path TEXT NOT NULL,
+            num REAL,
+            str TEXT,
+            PRIMARY KEY (run_id, path))""",
+        "CREATE INDEX run_params_num ON run_params (path, num)",
+        "CREATE INDEX run_params_str ON run_params (path, str)",
+        """CREATE TABLE run_tags (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            tag TEXT NOT NULL,
+            PRIMARY KEY (run_id, tag))""",
+        "CREATE INDEX run_tags_tag ON run_tags (tag)",
+        """CREATE TABLE series (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            count INTEGER NOT NULL DEFAULT 0,
+            min REAL,
+            max REAL,
+            last REAL,
+            first_step INTEGER,
+            last_step INTEGER,
+            UNIQUE (run_id, key))""",
+        """CREATE TABLE chunks (
+            series_id INTEGER NOT NULL REFERENCES series (id),
+            seq INTEGER NOT NULL,
+            first_step INTEGER NOT NULL,
+            last_step INTEGER NOT NULL,
+            min_epoch INTEGER,
+            max_epoch INTEGER,
+            count INTEGER NOT NULL,
+            sealed INTEGER NOT NULL,
+            stats BLOB NOT NULL,
+            checksum INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (series_id, seq))""",
+        "CREATE INDEX chunks_steps ON chunks (series_id, last_step)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RUN_COLUMNS = (
+    "id, project, name, status, created, ended, heartbeat, host, pid, git_commit, "
+    "params, tags, env, capture, writer, journal_seq"
+)
+_JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
+_UPDATABLE = {"status", "ended", "heartbeat", "capture", "writer", "journal_seq"}
+
+
+class SQLiteBackend(Backend):
+    """The embedded store in a local directory (the default)."""
+
+    schemes = ("", "file", "sqlite")
+
+    def __init__(self, path: str | Path, *, create: bool, stale_after: float = 60.0) -> None:
+        self.root = Path(path).expanduser()
+        self.uri = str(self.root)
+        self.stale_after = stale_after
+        db = self.root / DB_NAME
+        if not db.exists():
+            if not create:
+                what = "does not exist" if not self.root.exists() else "holds no stepstore.db"
+                raise NotAStoreError(
+                    f"{self.root}: not a stepstore store ({what}); record a run with "
+                    "stepstore.init(store=...) first"
+                )
+            if self.root.exists() and not self.root.is_dir():
+                raise NotAStoreError(f"{self.root}: exists and is not a directory")
+            self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            db, timeout=60.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise NotAStoreError(f"{db}: not a stepstore database ({exc})") from None
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _version(self) -> int:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if not has_meta:
+            return 0
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _migrate(self) -> None:
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.root}: store schema version {version} is newer than this stepstore "
+                f"supports ({SCHEMA_VERSION}); upgrade stepstore to read or write it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._write():
+            version = self._version()  # another process may have migrated meanwhile
+            if version == 0:
+                self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    self._db.execute(statement)
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open store."""
+        return self._version()
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.root / "journal"
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        values = [getattr(run, c.strip()) for c in _RUN_COLUMNS.split(",")]
+        values = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in values]
+        with self._write():
+            self._db.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                values,
+            )
+            self._db.executemany(
+                "INSERT INTO run_params (run_id, path, num, str) VALUES (?, ?, ?, ?)",
+                [(run.id, *row) for row in flatten_params(run.params)],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)",
+                [(run.id, tag) for tag in run.tags],
+            )
+
+    def _record(self, row: Sequence[Any]) -> RunRecord:
+        names = [c.strip() for c in _RUN_COLUMNS.split(",")]
+        data = dict(zip(names, row, strict=True))
+        for name in _JSON_FIELDS:
+            data[name] = json.loads(data[name])
+        record = RunRecord(**data)
+        if record.status == "running" and (record.heartbeat or record.created) < (
+            time.time() - self.stale_after
+        ):
+            record.status = "crashed"
+        return record
+
+    def _status_sql(self) -> str:
+        cutoff = float(time.time() - self.stale_after)
+        return (
+            "(CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat, r.created) < "
+            f"{cutoff!r} THEN 'crashed' ELSE r.status END)"
+        )
+
+    def get_run(self, id_or_name: str) -> RunRecord:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (id_or_name,)
+            ).fetchall() or self._db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (id_or_name,)
+            ).fetchall()
+        if not rows:
+            raise NotFoundError(f"no run with id or name {id_or_name!r} in {self.uri}")
+        if len(rows) > 1:
+            ids = ", ".join(row[0] for row in rows)
+            raise InvalidArgumentError(
+                f"run name {id_or_name!r} is ambiguous in {self.uri}: use one of the ids {ids}"
+            )
+        return self._record(rows[0])
+
+    def find_runs(self, where: str | None = None, project: str | None = None) -> list[RunRecord]:
+        from ..query.filter import Dialect, compile_filter
+
+        clauses, args = [], []
+        if where:
+            sql, where_args = compile_filter(where, Dialect(param="?", status_sql=self._status_sql()))
+            clauses.append(f"({sql})")
+            args.extend(where_args)
+        if project is not None:
+            clauses.append("r.project = ?")
+            args.append(project)
+        query = f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLUMNS.split(','))} FROM runs r"
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY r.created, r.id", args).fetchall()
+        return [self._record(row) for row in rows]
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise InvalidArgumentError(f"cannot update run fields {sorted(unknown)}")
+        names = sorted(fields)
+        values = [json.dumps(fields[n]) if isinstance(fields[n], dict) else fields[n] for n in names]
+        with self._write():
+            self._db.execute(
+                f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?",
+                [*values, run_id],
+            )
+
+    # -- series -------------------------------------------------------------------------
+
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, key, kind, count, min, max, last, first_step, last_step "
+                "FROM series WHERE run_id = ? ORDER BY key",
+                (run_id,),
+            ).fetchall()
+        records = []
+        for sid, key, kind, count, lo, hi, last, first_step, last_step in rows:
+            # SQLite stores NaN as NULL: a counted series with a NULL last ended in NaN.
+            summary = Summary(count, lo, hi, float("nan") if count and last is None else last,
+                              first_step, last_step)
+            records.append(SeriesRecord(sid, run_id, key, kind, summary))
+        return records
+
+    def ensure_series(self, run_id: str, key: str, kind: str) -> int:
+        from ..errors import KindMismatchError
+
+        with self._write():
+            row = self._db.execute(
+                "SELECT id, kind FROM series WHERE run_id = ? AND key = ?", (run_id, key)
+            ).fetchone()
+            if row is None:
+                cursor = self._db.execute(
+                    "INSERT INTO series (run_id, key, kind) VALUES (?, ?, ?)", (run_id, key, kind)
+                )
+                return int(cursor.lastrowid)  # type: ignore[arg-type]
+        if row[1] != kind:
+            raise KindMismatchError(
+                f"key {key!r} of run {run_id} holds {row[1]} values; got a {kind}"
+            )
+        return int(row[0])
+
+    def open_chunk(self, series_id: int) -> ChunkRow | None:
+        rows = self._chunk_rows(
+            "WHERE series_id = ? ORDER BY seq DESC LIMIT 1", (series_id,), with_data=True
+        )
+        return rows[0] if rows and not rows[0].sealed else None
+
+    def next_chunk_seq(self, series_id: int) -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(seq) FROM chunks WHERE series_id = ?", (series_id,)
+            ).fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def commit(
+        self,
+        run_id: str,
+        chunks: Sequence[tuple[int, EncodedChunk]],
+        summaries: Sequence[tuple[int, Summary]],
+        run_fields: dict[str, Any],
+    ) -> None:
+        with self._write():
+            self._db.executemany(
+                "INSERT OR REPLACE INTO chunks (series_id, seq, first_step, last_step, "
+                "min_epoch, max_epoch, count, sealed, stats, checksum, data) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (sid, c.seq, c.first_step, c.last_step, c.min_epoch, c.max_epoch, c.count,
+                     int(c.sealed), c.stats, c.checksum, c.data)
+                    for sid, c in chunks
+                ],
+            )
+            self._db.executemany(
+                "UPDATE series SET count = ?, min = ?, max = ?, last = ?, first_step = ?, "
+                "last_step = ? WHERE id = ?",
+                [
+                    (s.count, s.min, s.max, s.last, s.first_step, s.last_step, sid)
+                    for sid, s in summaries
+                ],
+            )
+            if run_fields:
+                names = sorted(run_fields)
+                self._db.execute(
+                    f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?",
+                    [
+                        *(json.dumps(run_fields[n]) if isinstance(run_fields[n], dict)
+                          else run_fields[n] for n in names),
+                        run_id,
+                    ],
+                )
+
+    def _chunk_rows(self, clause: str, args: Sequence[Any], with_data: bool) -> list[ChunkRow]:
+        data = "data" if with_data else "NULL"
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT series_id, seq, first_step, last_step, count, sealed, stats, "
+                f"{data}, checksum FROM chunks {clause}",
+                args,
+            ).fetchall()
+        return [ChunkRow(*row) for row in rows]
+
+    def chunks(
+        self,
+        series_id: int,
+        steps: tuple[int, int] | None = None,
+        epochs: tuple[int, int] | None = None,
+        with_data: bool = True,
+    ) -> list[ChunkRow]:
+        clause, args = "WHERE series_id = ?", [series_id]
+        if steps is not None:
+            clause += " AND last_step >= ? AND first_step <= ?"
+            args += [steps[0], steps[1]]
+        if epochs is not None:
+            clause += " AND max_epoch >= ? AND min_epoch <= ?"
+            args += [epochs[0], epochs[1]]
+        return self._chunk_rows(clause + " ORDER BY seq", args, with_data)
+
+    # -- integrity ----------------------------------------------------------------------
+
+    def check(self) -> list[Problem]:
+        problems = []
+        with self._lock:
+            for (line,) in self._db.execute("PRAGMA integrity_check"):
+                if line != "ok":
+                    problems.append(Problem(str(self.root / DB_NAME), line))
+            rows = self._db.execute(
+                "SELECT r.id, s.key, c.seq, c.count, c.checksum, c.data FROM chunks c "
+                "JOIN series s ON s.id = c.series_id JOIN runs r ON r.id = s.run_id "
+                "ORDER BY r.id, s.key, c.seq"
+            )
+            for run_id, key, seq, count, crc, data in rows:
+                where = f"run {run_id} key {key!r} chunk {seq}"
+                if chunk_codec.checksum(data) != crc:
+                    problems.append(Problem(where, "checksum mismatch"))
+                    continue
+                try:
+                    if len(chunk_codec.decode(data, where).step) != count:
+                        problems.append(Problem(where, "point count differs from its index"))
+                except Exception as exc:  # noqa: BLE001 - report, do not stop checking
+                    problems.append(Problem(where, str(exc)))
+        return problems
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) under the backend's lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db, self._lock = db, lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, kind: type | None, *_: Any) -> None:
+        try:
+            self._db.execute("ROLLBACK" if kind else "COMMIT")
+        finally:
+            self._lock.release()
+
+

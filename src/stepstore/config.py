@@ -1,0 +1,107 @@
+"""One frozen configuration: keyword arguments > ``STEPSTORE_*`` environment > defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import InvalidArgumentError
+
+DEFAULT_STORE = "./stepstore"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of a run's recorder and its store.
+
+    Attributes:
+        store: Store path or URI (``$STEPSTORE_URI``, else ``./stepstore``).
+        flush_interval: Seconds between writer flushes; tensors, device values and a
+            machine crash lose at most this much (``$STEPSTORE_FLUSH_INTERVAL``).
+        chunk_size: Points per sealed scalar chunk (``$STEPSTORE_CHUNK_SIZE``).
+        journal_slots: Capacity of the memory-mapped journal, in points; a full journal
+            makes ``log()`` wait for the writer (``$STEPSTORE_JOURNAL_SLOTS``).
+        on_error: ``"raise"`` re-raises writer errors on the next call, ``"warn"`` turns
+            them into warnings (``$STEPSTORE_ON_ERROR``).
+        fsync: Whether each flush is made durable against a machine crash
+            (``$STEPSTORE_FSYNC``, ``0`` or ``1``).
+        stale_after: Seconds without a heartbeat after which a ``running`` run is shown
+            as ``crashed`` (``$STEPSTORE_STALE_AFTER``).
+    """
+
+    store: str = DEFAULT_STORE
+    flush_interval: float = 1.0
+    chunk_size: int = 8192
+    journal_slots: int = 1 << 18
+    on_error: str = "raise"
+    fsync: bool = True
+    stale_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.flush_interval > 0:
+            raise InvalidArgumentError(
+                f"flush_interval={self.flush_interval!r}: expected a positive number of seconds"
+            )
+        if not 16 <= self.chunk_size <= 1 << 20:
+            raise InvalidArgumentError(
+                f"chunk_size={self.chunk_size!r}: expected an integer in [16, 1048576]"
+            )
+        if not 1024 <= self.journal_slots <= 1 << 26:
+            raise InvalidArgumentError(
+                f"journal_slots={self.journal_slots!r}: expected an integer in [1024, 67108864]"
+            )
+        if self.on_error not in ("raise", "warn"):
+            raise InvalidArgumentError(f"on_error={self.on_error!r}: expected 'raise' or 'warn'")
+        if not self.stale_after > 0:
+            raise InvalidArgumentError(
+                f"stale_after={self.stale_after!r}: expected a positive number of seconds"
+            )
+
+
+_ENV = {
+    "store": "STEPSTORE_URI",
+    "flush_interval": "STEPSTORE_FLUSH_INTERVAL",
+    "chunk_size": "STEPSTORE_CHUNK_SIZE",
+    "journal_slots": "STEPSTORE_JOURNAL_SLOTS",
+    "on_error": "STEPSTORE_ON_ERROR",
+    "fsync": "STEPSTORE_FSYNC",
+    "stale_after": "STEPSTORE_STALE_AFTER",
+}
+
+
+def _from_env(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    try:
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "bool":
+            if raw.strip().lower() not in ("0", "1", "true", "false", "yes", "no"):
+                raise ValueError(raw)
+            return raw.strip().lower() in ("1", "true", "yes")
+    except ValueError:
+        raise InvalidArgumentError(
+            f"${_ENV[name]}={raw!r}: expected a value of type {kind}"
+        ) from None
+    return raw
+
+
+def load_config(**overrides: Any) -> Config:
+    """Build the configuration from keyword arguments, the environment and defaults.
+
+    Arguments whose value is ``None`` are treated as not given.
+    """
+    unknown = set(overrides) - set(_ENV)
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown setting(s) {sorted(unknown)}: expected some of {sorted(_ENV)}"
+        )
+    values: dict[str, Any] = {}
+    for name, var in _ENV.items():
+        raw = os.environ.get(var)
+        if raw:
+            values[name] = _from_env(name, raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return replace(Config(), **values)

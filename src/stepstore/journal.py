@@ -1,0 +1,147 @@
+"""The memory-mapped journal: where ``Run.log`` puts host scalars.
+
+A journal is a fixed-size ring of 48-byte point records in a memory-mapped file, one per
+run. The training thread writes a record with a single ``struct.pack_into`` and the record
+is then in the kernel's page cache, so it survives the death of the process (SIGKILL, OOM
+kill, a segfault) the moment ``log()`` returns. The writer thread drains records into
+chunks; a crashed run's journal is replayed by the next process that opens the store.
+
+Record layout (little-endian)::
+
+    u32 key id | u32 flags | i64 step | i64 epoch | f64 time (s) | f64 value | u64 seq
+
+``seq`` counts records from 1 and is written last, so a record torn by a kill, or left
+over from an earlier lap of the ring, never carries the sequence number expected at its
+slot (``seq % capacity``). Key names go to a small append-only side file (one JSON line
+per key), written with ``os.write`` when a key is first seen.
+
+The owning process holds an exclusive ``flock`` on the journal file: a journal whose lock
+can be taken belongs to a process that died.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StoreError
+
+RECORD = struct.Struct("<IIqqddQ")
+RECORD_DTYPE = np.dtype(
+    [
+        ("key", "<u4"),
+        ("flags", "<u4"),
+        ("step", "<i8"),
+        ("epoch", "<i8"),
+        ("time", "<f8"),
+        ("value", "<f8"),
+        ("seq", "<u8"),
+    ]
+)
+assert RECORD.size == RECORD_DTYPE.itemsize == 48
+
+_MAGIC = b"SSJRNL01"
+_HEADER = struct.Struct("<8sIIQ")
+HEADER_SIZE = 4096
+SUFFIX = ".journal"
+
+
+class Journal:
+    """One run's ring of point records plus its key file; see the module docstring."""
+
+    def __init__(self, path: Path, capacity: int, *, create: bool) -> None:
+        self.path = path
+        self.keys_path = path.with_suffix(".keys")
+        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+        self._fd = os.open(path, flags, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise
+        try:
+            if create:
+                os.ftruncate(self._fd, HEADER_SIZE + capacity * RECORD.size)
+                os.pwrite(self._fd, _HEADER.pack(_MAGIC, 1, RECORD.size, capacity), 0)
+            else:
+                magic, _, size, capacity = _HEADER.unpack(os.pread(self._fd, _HEADER.size, 0))
+                if magic != _MAGIC or size != RECORD.size:
+                    raise StoreError(f"{path}: not a stepstore journal")
+            self.capacity = capacity
+            self.mm = mmap.mmap(self._fd, HEADER_SIZE + capacity * RECORD.size)
+            self._slots = np.frombuffer(self.mm, RECORD_DTYPE, capacity, HEADER_SIZE)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._keys_fd = os.open(
+            self.keys_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_TRUNC if create else 0)
+        )
+
+    @classmethod
+    def create(cls, directory: Path, run_id: str, capacity: int) -> Journal:
+        """Create (or truncate) the journal of ``run_id`` in ``directory``, locked by us."""
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(directory / f"{run_id}{SUFFIX}", capacity, create=True)
+
+    @classmethod
+    def claim_orphan(cls, path: Path) -> Journal | None:
+        """Open a journal whose owner died; ``None`` while a live process holds it."""
+        try:
+            return cls(path, 0, create=False)
+        except (BlockingIOError, FileNotFoundError):
+            return None
+
+    def offset(self, seq: int) -> int:
+        """Byte offset in the mapping of the slot that holds record ``seq``."""
+        return HEADER_SIZE + (seq % self.capacity) * RECORD.size
+
+    def add_key(self, key_id: int, key: str, kind: str) -> None:
+        """Record a key's id and name durably (against process death) before its points."""
+        line = json.dumps({"id": key_id, "key": key, "kind": kind}) + "\n"
+        os.write(self._keys_fd, line.encode())
+
+    def keys(self) -> dict[int, tuple[str, str]]:
+        """The key ids recorded so far, each with its name and kind; a torn last line is skipped."""
+        found = {}
+        for line in self.keys_path.read_bytes().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            found[entry["id"]] = (entry["key"], entry["kind"])
+        return found
+
+    def read(self, first: int, stop: int) -> np.ndarray:
+        """Copy of the records with ``first <= seq < stop``."""
+        return self._slots[np.arange(first, stop, dtype=np.int64) % self.capacity]
+
+    def valid_after(self, committed: int) -> np.ndarray:
+        """Records after ``committed`` that were completely written, in order (recovery)."""
+        expected = np.arange(committed + 1, committed + 1 + self.capacity, dtype=np.int64)
+        found = self._slots["seq"][expected % self.capacity].astype(np.int64)
+        mismatch = np.flatnonzero(found != expected)
+        count = int(mismatch[0]) if len(mismatch) else self.capacity
+        return self.read(committed + 1, committed + 1 + count)
+
+    def close(self, remove: bool = False) -> None:
+        """Unmap and unlock; with ``remove`` delete the journal and key files first."""
+        if remove:
+            self.path.unlink(missing_ok=True)
+            self.keys_path.unlink(missing_ok=True)
+        del self._slots
+        self.mm.close()
+        os.close(self._keys_fd)
+        os.close(self._fd)
+
+
+def journal_paths(directory: Path) -> list[Path]:
+    """The journal files in ``directory``."""
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"*{SUFFIX}"))

@@ -1,0 +1,324 @@
+"""Capture policies: which offered points of a key are recorded.
+
+A policy is a small immutable object. Policies combine with ``|`` (either accepts) and
+``&`` (both accept) and are bound to key patterns with ``Run.policy()`` or per call with
+``log(..., when=)``. Every decision depends only on the offered point and on the key's
+*recorded* history (its last recorded step and epoch, how many points it kept, and the
+trigger values at its last recorded point), so combinations behave predictably:
+
+==========================  ===============================================================
+``every(n)``                steps divisible by ``n``
+``every_epoch()``           the first point offered in each new epoch
+``at(*steps)``              exactly these steps
+``log_spaced(base=2)``      dense early, sparse late: the first point at or after each mark
+                            0, 1, 2, 4, 8, ... (marks grow by ``base``, at least by one)
+``on_change(key, rel, abs)``  when ``key``'s latest value differs from its value at the last
+                            recorded point by more than ``max(rel*|ref|, abs)`` (any change
+                            when neither is given; a change into or out of NaN counts)
+``first(n)``                until ``n`` points of the key have been recorded
+``window(start, stop)``     steps with ``start <= step < stop`` (``stop=None``: no end)
+==========================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import InvalidArgumentError
+
+#: A compiled policy: ``check(step, epoch, key_state) -> bool``.
+Check = Callable[[int, "int | None", "KeyState"], bool]
+
+
+class KeyState:
+    """What a run remembers of one key: its recorded history and its capture policy."""
+
+    __slots__ = ("id", "key", "kind", "last_step", "last_epoch", "count", "rejected", "refs",
+                 "check", "policy", "triggers")
+
+    def __init__(self, key_id: int, key: str, kind: str) -> None:
+        self.id = key_id
+        self.key = key
+        self.kind = kind
+        self.last_step = -1
+        self.last_epoch: int | None = None
+        self.count = 0
+        self.rejected = 0
+        self.refs: dict[str, float] = {}
+        self.check: Check | None = None
+        self.policy: Policy | None = None
+        self.triggers: tuple[str, ...] = ()
+
+
+class Policy:
+    """Base of all capture policies; immutable, combinable with ``|`` and ``&``."""
+
+    __slots__ = ()
+
+    def __or__(self, other: Policy) -> Policy:
+        return AnyOf(self, _as_policy(other, "|"))
+
+    def __and__(self, other: Policy) -> Policy:
+        return AllOf(self, _as_policy(other, "&"))
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        """Return the fast predicate for this policy; ``latest`` maps trigger keys to values."""
+        raise NotImplementedError
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        """Keys whose values this policy reads (``on_change``)."""
+        return frozenset()
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+
+def _as_policy(value: Any, op: str) -> Policy:
+    if not isinstance(value, Policy):
+        raise InvalidArgumentError(
+            f"cannot combine a policy with {value!r} using {op!r}: expected another policy"
+        )
+    return value
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgumentError(f"{name}={value!r}: expected an integer >= {minimum}")
+    return int(value)
+
+
+class every(Policy):  # noqa: N801 - policies read as verbs in user code
+    """Record steps divisible by ``n``."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        object.__setattr__(self, "n", _check_int("every(n)", n, 1))
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        n = self.n
+        return lambda step, epoch, ks: step % n == 0
+
+    def __repr__(self) -> str:
+        return f"every({self.n})"
+
+
+class every_epoch(Policy):  # noqa: N801
+    """Record the first point offered in each epoch (points need ``epoch=``)."""
+
+    __slots__ = ()
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        return lambda step, epoch, ks: epoch is not None and (
+            ks.count == 0 or epoch != ks.last_epoch
+        )
+
+    def __repr__(self) -> str:
+        return "every_epoch()"
+
+
+class at(Policy):  # noqa: N801
+    """Record exactly the given steps."""
+
+    __slots__ = ("steps",)
+
+    def __init__(self, *steps: int) -> None:
+        if not steps:
+            raise InvalidArgumentError("at(): expected at least one step")
+        checked = frozenset(_check_int("at(step)", s, 0) for s in steps)
+        object.__setattr__(self, "steps", checked)
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        steps = self.steps
+        return lambda step, epoch, ks: step in steps
+
+    def __repr__(self) -> str:
+        return f"at({', '.join(map(str, sorted(self.steps)))})"
+
+
+class log_spaced(Policy):  # noqa: N801
+    """Record densely early and sparsely late: the first point at or after each mark.
+
+    Marks are 0, 1, then each mark times ``base`` rounded up (and at least one more than the
+    previous mark): 0, 1, 2, 4, 8, ... for ``base=2``.
+    """
+
+    __slots__ = ("base", "marks")
+
+    def __init__(self, base: float = 2) -> None:
+        if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
+            raise InvalidArgumentError(f"log_spaced(base={base!r}): expected a number > 1")
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "marks", tuple(log_spaced_marks(base)))
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        marks = self.marks
+        return lambda step, epoch, ks: ks.count == 0 or step >= marks[
+            bisect_right(marks, ks.last_step)
+        ]
+
+    def __repr__(self) -> str:
+        return f"log_spaced(base={self.base!r})"
+
+
+def log_spaced_marks(base: float, limit: int = 1 << 63) -> list[int]:
+    """The marks of ``log_spaced(base)`` below ``limit``, ascending."""
+    marks = [0, 1]
+    while marks[-1] < limit:
+        marks.append(max(marks[-1] + 1, math.ceil(marks[-1] * base)))
+    return marks
+
+
+class on_change(Policy):  # noqa: N801
+    """Record when ``key`` moved by more than ``max(rel*|ref|, abs)`` since the last record.
+
+    ``ref`` is ``key``'s value when the bound key was last recorded; the first offered point
+    is always recorded; a change into or out of NaN counts as a change. With neither ``rel``
+    nor ``abs`` any change counts. ``key`` must be a scalar logged in the same or an earlier
+    call; until it has been logged, points are not recorded.
+    """
+
+    __slots__ = ("key", "rel", "abs")
+
+    def __init__(self, key: str, rel: float | None = None, abs: float | None = None) -> None:  # noqa: A002
+        if not isinstance(key, str) or not key:
+            raise InvalidArgumentError(f"on_change(key={key!r}): expected a non-empty key name")
+        for name, value in (("rel", rel), ("abs", abs)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
+            ):
+                raise InvalidArgumentError(
+                    f"on_change({name}={value!r}): expected a number >= 0 or None"
+                )
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "rel", rel)
+        object.__setattr__(self, "abs", abs)
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        return frozenset((self.key,))
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        key, rel, tol = self.key, float(self.rel or 0.0), float(self.abs or 0.0)
+        missing = object()
+
+        def check(step: int, epoch: int | None, ks: KeyState) -> bool:
+            value = latest.get(key, missing)
+            if value is missing:
+                return False
+            ref = ks.refs.get(key, missing)
+            if ref is missing:
+                return True
+            return changed(ref, value, rel, tol)  # type: ignore[arg-type]
+
+        return check
+
+    def __repr__(self) -> str:
+        args = [repr(self.key)]
+        if self.rel is not None:
+            args.append(f"rel={self.rel!r}")
+        if self.abs is not None:
+            args.append(f"abs={self.abs!r}")
+        return f"on_change({', '.join(args)})"
+
+
+def changed(ref: float, value: float, rel: float, tol: float) -> bool:
+    """Whether ``value`` differs from ``ref`` by more than ``max(rel*|ref|, tol)``."""
+    if value == ref:
+        return False
+    if value != value or ref != ref:  # NaN on one side only (both NaN compare unequal too)
+        return (value != value) != (ref != ref)
+    if math.isinf(value) or math.isinf(ref):
+        return True
+    return abs(value - ref) > max(rel * abs(ref), tol)
+
+
+class first(Policy):  # noqa: N801
+    """Record until ``n`` points of the key have been recorded."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        object.__setattr__(self, "n", _check_int("first(n)", n, 1))
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        n = self.n
+        return lambda step, epoch, ks: ks.count < n
+
+    def __repr__(self) -> str:
+        return f"first({self.n})"
+
+
+class window(Policy):  # noqa: N801
+    """Record steps with ``start <= step < stop`` (``stop=None`` for no end)."""
+
+    __slots__ = ("start", "stop")
+
+    def __init__(self, start: int, stop: int | None = None) -> None:
+        start = _check_int("window(start)", start, 0)
+        if stop is not None:
+            stop = _check_int("window(stop)", stop, start + 1)
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "stop", stop)
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        start, stop = self.start, self.stop
+        if stop is None:
+            return lambda step, epoch, ks: step >= start
+        return lambda step, epoch, ks: start <= step < stop
+
+    def __repr__(self) -> str:
+        return f"window({self.start}, {self.stop})"
+
+
+class AnyOf(Policy):
+    """Records what either policy records (``a | b``)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Policy, b: Policy) -> None:
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "b", b)
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        return self.a.triggers | self.b.triggers
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        a, b = self.a.compile(latest), self.b.compile(latest)
+        return lambda step, epoch, ks: a(step, epoch, ks) or b(step, epoch, ks)
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} | {self.b!r})"
+
+
+class AllOf(Policy):
+    """Records what both policies record (``a & b``)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Policy, b: Policy) -> None:
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "b", b)
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        return self.a.triggers | self.b.triggers
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        a, b = self.a.compile(latest), self.b.compile(latest)
+        return lambda step, epoch, ks: a(step, epoch, ks) and b(step, epoch, ks)
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} & {self.b!r})"
+

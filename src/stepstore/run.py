@@ -1,0 +1,552 @@
+"""Run: one training run being recorded.
+
+Lifecycle: ``open`` (after ``stepstore.init``) -> ``finished`` / ``crashed`` /
+``incomplete`` / ``failed`` (after ``finish``). The training thread only checks the capture
+policy and appends to the journal; see ``writer.py`` for the rest.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fnmatch
+import os
+import secrets
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from .backends import open_backend
+from .backends.base import RUN_STATUSES, Backend, RunRecord
+from .config import Config, load_config
+from .environment import describe
+from .errors import (
+    InvalidArgumentError,
+    InvalidValueError,
+    KindMismatchError,
+    RunStateError,
+    StepOrderError,
+    WriterError,
+)
+from .journal import RECORD, Journal
+from .policies import Check, KeyState, Policy
+from .recovery import recover_orphans
+from .series.chunk import NO_EPOCH
+from .values import DEFER, to_scalar
+from .writer import Cursor, SeriesSink, Writer
+
+_OPEN, _FINISHED, _FORKED = "open", "finished", "forked"
+_MAX_STEP = 2**63 - 1
+_MAX_KEY = 1024
+_live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+
+_ADJECTIVES = ("amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hardy", "ivory",
+               "jolly", "keen", "lucid", "mellow", "nimble", "olive", "proud", "quiet", "rapid",
+               "sunny", "tidy", "vivid", "witty", "young", "zesty")
+_NOUNS = ("otter", "falcon", "maple", "comet", "harbor", "lynx", "meadow", "nova", "orchid",
+          "pebble", "quartz", "raven", "summit", "tundra", "willow", "zephyr", "badger", "cedar")
+
+
+def _new_name(run_id: str) -> str:
+    pick = int(run_id[:8], 16)
+    return f"{_ADJECTIVES[pick % len(_ADJECTIVES)]}-{_NOUNS[pick // 97 % len(_NOUNS)]}-{run_id[-4:]}"
+
+
+def _check_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise InvalidValueError(f"key {key!r}: expected a string, got {type(key).__name__}")
+    if not key or key != key.strip():
+        raise InvalidValueError(
+            f"key {key!r}: expected a non-empty name without leading or trailing whitespace"
+        )
+    if len(key) > _MAX_KEY:
+        raise InvalidValueError(f"key {key[:40]!r}...: longer than {_MAX_KEY} characters")
+    bad = [c for c in key if ord(c) < 32 or ord(c) == 127]
+    if bad:
+        raise InvalidValueError(f"key {key!r}: contains control character {bad[0]!r}")
+    return key
+
+
+def _check_count(name: str, value: Any, maximum: int = _MAX_STEP) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise InvalidArgumentError(
+            f"{name}={value!r}: expected a non-negative integer, got {type(value).__name__}"
+        )
+    number = value.__index__()
+    if not 0 <= number <= maximum:
+        raise InvalidArgumentError(f"{name}={number}: expected an integer in [0, {maximum}]")
+    return number
+
+
+class Run:
+    """A training run being recorded; create it with :func:`stepstore.init`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        record: RunRecord,
+        config: Config,
+        *,
+        allow_rewind: bool = False,
+        resumed: bool = False,
+    ) -> None:
+        self._backend = backend
+        self._record = record
+        self._config = config
+        self._allow_rewind = allow_rewind
+        self._keys: dict[str, KeyState] = {}
+        self._key_list: list[tuple[str, str]] = []
+        self._bindings: list[tuple[str, Policy]] = []
+        self._latest: dict[str, float] = {}
+        self._triggers: tuple[str, ...] = ()
+        self._when: dict[Policy, Check] = {}
+        self._step = 0
+        self._epoch: int | None = None
+        self._lock = threading.Lock()
+        if resumed:
+            self._restore_keys()
+        self._cursor = Cursor(record.journal_seq)
+        self._seq = record.journal_seq
+        self._journal = Journal.create(backend.journal_dir, record.id, config.journal_slots)
+        for key, state in self._keys.items():
+            self._journal.add_key(state.id, key, state.kind)
+        self._mm = self._journal.mm
+        self._capacity = self._journal.capacity
+        self._half = self._capacity // 2
+        sink = SeriesSink(backend, record.id, config.chunk_size)
+        self._writer = Writer(
+            sink, self._journal, self._cursor, self._key_list, config.flush_interval,
+            self._writer_fields,
+        )
+        self._writer.start()
+        self._state = _OPEN
+        _live_runs.add(self)
+
+    # -- identity -----------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The run's unique id."""
+        return self._record.id
+
+    @property
+    def name(self) -> str:
+        """The run's name (given or generated)."""
+        return self._record.name
+
+    @property
+    def project(self) -> str:
+        """The project the run belongs to."""
+        return self._record.project
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The run's hyper-parameters as given to ``init``."""
+        return self._record.params
+
+    @property
+    def tags(self) -> list[str]:
+        """The run's tags."""
+        return list(self._record.tags)
+
+    @property
+    def store(self) -> str:
+        """The store the run writes to."""
+        return self._backend.uri
+
+    @property
+    def step(self) -> int:
+        """The step the next ``log()`` without ``step=`` records at."""
+        return self._step
+
+    @property
+    def status(self) -> str:
+        """``running`` while open, then the status given to ``finish``."""
+        return self._record.status
+
+    def __repr__(self) -> str:
+        return f"<Run {self.name} id={self.id} project={self.project!r} {self._record.status}>"
+
+    # -- recording ----------------------------------------------------------------------
+
+    def log(
+        self,
+        values: Mapping[str, Any],
+        step: int | None = None,
+        epoch: int | None = None,
+        when: Policy | None = None,
+    ) -> None:
+        """Record scalar values at a step.
+
+        Args:
+            values: Key to value: Python/NumPy numbers or 0-d framework tensors.
+            step: The iteration; when omitted, one more than the last step given to this run
+                (0 for the first call). Each key's steps only go forward.
+            epoch: The epoch the step belongs to; when omitted, the last epoch given.
+            when: A capture policy for this call, overriding the keys' bound policies.
+
+        Host numbers survive the death of the process once this returns; device scalars
+        are resolved by the writer, never on this thread. Raises ``InvalidValueError``,
+        ``StepOrderError``, ``KindMismatchError`` or ``RunStateError``; a call that raises
+        records none of its values.
+        """
+        if self._state is not _OPEN:
+            self._not_open()
+        if self._writer.error is not None:
+            self._writer_failed()
+        if step is None:
+            step = self._step
+            self._step = step + 1
+        else:
+            if type(step) is not int or not 0 <= step <= _MAX_STEP:
+                step = _check_count("step", step)
+            if step >= self._step:
+                self._step = step + 1
+        if epoch is None:
+            epoch = self._epoch
+        elif epoch is not self._epoch:
+            epoch = self._epoch = _check_count("epoch", epoch)
+        if self._triggers:
+            self._update_latest(values)
+        cursor = self._cursor
+        seq = self._seq
+        if seq + len(values) - cursor.committed > self._capacity:
+            self._writer.wait_for_space(len(values))
+        elif seq - cursor.committed > self._half:
+            self._writer.wake()
+        keys = self._keys
+        check_for = None if when is None else self._compile_when(when)
+        pack, mm, capacity = RECORD.pack_into, self._mm, self._capacity
+        stamp = time.time()
+        stored_epoch = NO_EPOCH if epoch is None else epoch
+        accepted = []
+        deferred = None
+        for key, value in values.items():
+            state = keys.get(key)
+            if state is None:
+                state = self._new_key(key, value)
+            if step < state.last_step and not self._allow_rewind:
+                raise StepOrderError(
+                    f"key {key!r}: step {step} is below its last recorded step "
+                    f"{state.last_step}; steps of a key only go forward (init(..., "
+                    "allow_rewind=True) allows it)"
+                )
+            check = state.check if check_for is None else check_for
+            if check is not None and not check(step, epoch, state):
+                state.rejected += 1
+                continue
+            if type(value) is not float:
+                converted = to_scalar(key, value)
+                if converted is DEFER:
+                    if deferred is None:
+                        deferred = []
+                    device_value = value.detach() if hasattr(value, "detach") else value
+                    deferred.append((2 * seq + 1, state.id, step, stored_epoch, stamp,
+                                     device_value))
+                    accepted.append(state)
+                    continue
+                value = converted
+            seq += 1
+            pack(mm, 4096 + (seq % capacity) * 48, state.id, 0, step, stored_epoch, stamp,
+                 value, seq)
+            accepted.append(state)
+        for state in accepted:
+            state.last_step = step
+            state.last_epoch = epoch
+            state.count += 1
+            if state.triggers:
+                for trigger in state.triggers:
+                    if trigger in self._latest:
+                        state.refs[trigger] = self._latest[trigger]
+        if deferred:
+            self._writer.deferred.extend(deferred)
+        self._seq = cursor.written = seq
+
+    def _new_key(self, key: str, value: Any) -> KeyState:
+        with self._lock:
+            _check_key(key)
+            to_scalar(key, value)  # a key's first value must be valid before it is registered
+            state = KeyState(len(self._key_list), key, "scalar")
+            self._bind(state)
+            self._journal.add_key(state.id, key, state.kind)
+            self._key_list.append((key, state.kind))
+            self._keys[key] = state
+            return state
+
+    def _update_latest(self, values: Mapping[str, Any]) -> None:
+        for trigger in self._triggers:
+            if trigger in values:
+                value = to_scalar(trigger, values[trigger])
+                self._latest[trigger] = float(values[trigger].item()) if value is DEFER else value
+
+    def _compile_when(self, when: Policy) -> Check:
+        check = self._when.get(when)
+        if check is None:
+            if not isinstance(when, Policy):
+                raise InvalidArgumentError(
+                    f"when={when!r}: expected a capture policy such as stepstore.every(10)"
+                )
+            self._add_triggers(when)
+            check = self._when[when] = when.compile(self._latest)
+        return check
+
+    def _add_triggers(self, policy: Policy) -> None:
+        self._triggers = tuple(sorted(set(self._triggers) | policy.triggers))
+
+    def _bind(self, state: KeyState) -> None:
+        for pattern, policy in reversed(self._bindings):
+            if fnmatch.fnmatchcase(state.key, pattern):
+                state.policy = policy
+                state.check = policy.compile(self._latest)
+                state.triggers = tuple(sorted(policy.triggers))
+                return
+        state.policy, state.check, state.triggers = None, None, ()
+
+    def policy(self, pattern: str, when: Policy) -> Run:
+        """Bind a capture policy to the keys matching a glob pattern (later bindings win).
+
+        Applies to keys already seen and to new ones; returns the run for chaining.
+        """
+        self._require_open()
+        if not isinstance(pattern, str) or not pattern:
+            raise InvalidArgumentError(f"pattern={pattern!r}: expected a non-empty glob string")
+        if not isinstance(when, Policy):
+            raise InvalidArgumentError(
+                f"when={when!r}: expected a capture policy such as stepstore.every(10)"
+            )
+        with self._lock:
+            self._bindings.append((pattern, when))
+            self._add_triggers(when)
+            for state in self._keys.values():
+                self._bind(state)
+        return self
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._state is not _OPEN:
+            self._not_open()
+
+    def _not_open(self) -> None:
+        if self._state is _FORKED:
+            raise RunStateError(
+                f"run {self.name} ({self.id}) belongs to process {self._record.pid}; a forked "
+                "child cannot record into it (init a run in the child instead)"
+            )
+        raise RunStateError(
+            f"run {self.name} ({self.id}) is {self._record.status}; it cannot record any more "
+            "(stepstore.init(..., resume=RUN_ID) continues it)"
+        )
+
+    def _writer_failed(self) -> None:
+        error = self._writer.error
+        if self._config.on_error == "warn":
+            warnings.warn(
+                f"stepstore writer for run {self.id}: {error}; points stay in the journal and "
+                "will be retried",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._writer.error = None
+            return
+        raise WriterError(
+            f"the writer of run {self.id} failed: {error}; logged points are kept in the "
+            "journal and written when the store works again"
+        ) from error
+
+    def flush(self) -> None:
+        """Block until everything logged so far is in the store."""
+        self._require_open()
+        self._writer.flush()
+
+    def capture_info(self) -> dict[str, Any]:
+        """Which policy governs each key and how many points it kept and skipped."""
+        return {
+            "bindings": [{"pattern": p, "policy": repr(w)} for p, w in self._bindings],
+            "keys": {
+                key: {
+                    "policy": repr(s.policy) if s.policy is not None else None,
+                    "recorded": s.count,
+                    "skipped": s.rejected,
+                }
+                for key, s in self._keys.items()
+            },
+        }
+
+    def writer_info(self) -> dict[str, Any]:
+        """Writer counters: flushes, points written, and how often ``log`` had to wait."""
+        w = self._writer
+        return {
+            "flushes": w.flushes,
+            "points": w.points,
+            "waits": w.waits,
+            "wait_seconds": round(w.wait_seconds, 6),
+            "flush_interval": self._config.flush_interval,
+        }
+
+    def _writer_fields(self) -> dict[str, Any]:
+        return {"capture": self.capture_info(), "writer": self.writer_info()}
+
+    def finish(self, status: str = "finished") -> None:
+        """Flush everything, record the final status and close the run.
+
+        Calling it again does nothing. If the last flush fails the journal is kept, the
+        error is raised, and the next process opening the store recovers the points.
+        """
+        if self._state is not _OPEN:
+            return
+        if status not in RUN_STATUSES or status == "running":
+            raise InvalidArgumentError(
+                f"status={status!r}: expected one of "
+                f"{', '.join(s for s in RUN_STATUSES if s != 'running')}"
+            )
+        self._state = _FINISHED
+        _live_runs.discard(self)
+        try:
+            self._writer.stop()
+        except BaseException as exc:
+            self._record.status = "crashed"
+            self._journal.close(remove=False)
+            raise WriterError(
+                f"run {self.id}: final flush failed ({exc}); the journal "
+                f"{self._journal.path} keeps the points for recovery"
+            ) from exc
+        self._record.status = status
+        self._backend.update_run(
+            self.id, status=status, ended=time.time(), heartbeat=time.time(),
+            **self._writer_fields(),
+        )
+        self._journal.close(remove=True)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> None:
+        self.finish("finished" if kind is None else "crashed")
+
+    def _restore_keys(self) -> None:
+        for series in self._backend.series(self.id):
+            state = KeyState(len(self._key_list), series.key, series.kind)
+            state.count = series.summary.count
+            state.last_step = series.summary.last_step if series.summary.last_step is not None \
+                else -1
+            self._keys[series.key] = state
+            self._key_list.append((series.key, series.kind))
+            self._step = max(self._step, state.last_step + 1)
+        capture = self._record.capture.get("keys", {})
+        for key, info in capture.items():
+            if key in self._keys:
+                self._keys[key].rejected = info.get("skipped", 0)
+
+
+def init(
+    project: str,
+    name: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    resume: str | None = None,
+    *,
+    allow_rewind: bool = False,
+    flush_interval: float | None = None,
+    on_error: str | None = None,
+    **settings: Any,
+) -> Run:
+    """Start (or with ``resume=RUN_ID`` continue) a run and return it.
+
+    Args:
+        project: Project the run belongs to.
+        name: Run name; generated (``adjective-noun-xxxx``) when omitted.
+        params: Hyper-parameters, a nested dict of JSON-like values.
+        tags: Free-form labels.
+        store: Store path or URI; ``None`` means ``$STEPSTORE_URI`` or ``./stepstore``.
+        resume: Id or name of a run to continue; its steps go on from the last recorded one.
+        allow_rewind: Allow a key to be logged at a step below its last recorded step.
+        flush_interval: Seconds between writer flushes (default 1).
+        on_error: ``"raise"`` (default) or ``"warn"`` for writer errors.
+        **settings: Other :class:`~stepstore.config.Config` fields (``chunk_size``, ...).
+
+    Creates the store if it does not exist and recovers runs of processes that died.
+    """
+    if not isinstance(project, str) or not project.strip():
+        raise InvalidArgumentError(f"project={project!r}: expected a non-empty string")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidArgumentError(f"name={name!r}: expected a non-empty string or None")
+    if params is not None and not isinstance(params, Mapping):
+        raise InvalidArgumentError(f"params={params!r}: expected a dict or None")
+    if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags or ()):
+        raise InvalidArgumentError(f"tags={tags!r}: expected a list of non-empty strings")
+    config = load_config(
+        store=None if store is None else os.fspath(store),
+        flush_interval=flush_interval,
+        on_error=on_error,
+        **settings,
+    )
+    backend = open_backend(config.store, create=True, stale_after=config.stale_after)
+    recover_orphans(backend, config.chunk_size)
+    if resume is not None:
+        record = backend.get_run(resume)
+        if record.project != project:
+            raise InvalidArgumentError(
+                f"resume={resume!r}: that run belongs to project {record.project!r}, "
+                f"not {project!r}"
+            )
+        info = describe()
+        backend.update_run(record.id, status="running", ended=None, heartbeat=time.time())
+        record.status, record.pid, record.host = "running", info["pid"], info["host"]
+        return Run(backend, record, config, allow_rewind=allow_rewind, resumed=True)
+    run_id = secrets.token_hex(8)
+    info = describe()
+    record = RunRecord(
+        id=run_id,
+        project=project,
+        name=name or _new_name(run_id),
+        created=time.time(),
+        heartbeat=time.time(),
+        params=_plain(dict(params or {})),
+        tags=list(dict.fromkeys(tags or ())),
+        **info,
+    )
+    backend.create_run(record)
+    return Run(backend, record, config, allow_rewind=allow_rewind)
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as JSON-compatible values: NumPy scalars become Python numbers."""
+    import json
+
+    try:
+        return json.loads(json.dumps(params, default=_json_default))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"params: {exc}; expected JSON-like values") from None
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _finish_at_exit() -> None:
+    for run in list(_live_runs):
+        try:
+            run.finish("incomplete")
+        except Exception as exc:  # noqa: BLE001 - exiting: report and go on
+            warnings.warn(f"stepstore: could not finish run {run.id} at exit: {exc}",
+                          RuntimeWarning, stacklevel=1)
+
+
+def _detach_in_child() -> None:
+    for run in list(_live_runs):
+        run._state = _FORKED
+    _live_runs.clear()
+
+
+atexit.register(_finish_at_exit)
+os.register_at_fork(after_in_child=_detach_in_child)

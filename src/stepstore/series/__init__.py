@@ -1,0 +1,1 @@
+"""Scalar series storage: chunked columns with deltas, compression and per-chunk statistics."""

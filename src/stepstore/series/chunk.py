@@ -1,0 +1,205 @@
+"""Encoding of one scalar chunk: step, epoch, time and value columns plus its statistics.
+
+A chunk blob is self-describing: a header names the format version and the codec pipeline,
+so data written by any version decodes with any later one::
+
+    b"SSCK" | u8 format version | u8 pipeline id | u32 point count | payload
+
+Pipeline 1 (the only one so far): the three int64 columns (step, epoch, time in µs) are
+delta-encoded, every column is byte-shuffled (byte *i* of every value stored together),
+and the four columns are compressed as one zstd frame. Deltas use wrap-around int64
+arithmetic, so every int64 value round-trips exactly; values are stored bit for bit.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import StoreError
+
+MAGIC = b"SSCK"
+FORMAT_VERSION = 1
+PIPELINE_DELTA_SHUFFLE_ZSTD = 1
+_HEADER = struct.Struct("<4sBBI")
+
+#: Epoch value stored for points logged without an epoch.
+NO_EPOCH = np.iinfo(np.int64).min
+
+#: Statistics kept beside each chunk so plots and summaries need not decode it.
+STATS_DTYPE = np.dtype(
+    [
+        ("count", "<i8"),
+        ("nan_count", "<i8"),
+        ("sum", "<f8"),
+        ("first", "<f8"),
+        ("last", "<f8"),
+        ("min", "<f8"),
+        ("max", "<f8"),
+        ("min_step", "<i8"),
+        ("min_epoch", "<i8"),
+        ("min_time", "<i8"),
+        ("max_step", "<i8"),
+        ("max_epoch", "<i8"),
+        ("max_time", "<i8"),
+        ("nan_step", "<i8"),
+        ("nan_epoch", "<i8"),
+        ("nan_time", "<i8"),
+    ]
+)
+
+
+class Columns(NamedTuple):
+    """The four columns of a scalar series; ``time`` is µs since the Unix epoch."""
+
+    step: np.ndarray
+    epoch: np.ndarray
+    time: np.ndarray
+    value: np.ndarray
+
+
+class EncodedChunk(NamedTuple):
+    """One chunk ready for a backend: its blob, checksum, statistics and index fields."""
+
+    seq: int
+    sealed: bool
+    first_step: int
+    last_step: int
+    min_epoch: int | None
+    max_epoch: int | None
+    count: int
+    stats: bytes
+    data: bytes
+    checksum: int
+
+
+_compressor = None
+_decompressor = None
+
+
+def _zstd():  # type: ignore[no-untyped-def]
+    global _compressor, _decompressor
+    if _compressor is None:
+        import zstandard
+
+        _compressor = zstandard.ZstdCompressor(level=3)
+        _decompressor = zstandard.ZstdDecompressor()
+    return _compressor, _decompressor
+
+
+def _shuffle(column: np.ndarray) -> bytes:
+    return column.view(np.uint8).reshape(-1, 8).T.tobytes()
+
+
+def _unshuffle(raw: memoryview, n: int, dtype: str) -> np.ndarray:
+    planes = np.frombuffer(raw, dtype=np.uint8, count=8 * n).reshape(8, n)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(n)
+
+
+def _delta(column: np.ndarray) -> np.ndarray:
+    out = np.empty_like(column)
+    if len(column):
+        out[0] = column[0]
+        np.subtract(column[1:], column[:-1], out=out[1:])
+    return out
+
+
+def encode(columns: Columns) -> bytes:
+    """Encode the four columns of one chunk into a self-describing blob."""
+    n = len(columns.step)
+    with np.errstate(over="ignore"):
+        parts = [_shuffle(_delta(np.asarray(c, dtype="<i8"))) for c in columns[:3]]
+    parts.append(_shuffle(np.asarray(columns.value, dtype="<f8")))
+    compressor, _ = _zstd()
+    payload = compressor.compress(b"".join(parts))
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, PIPELINE_DELTA_SHUFFLE_ZSTD, n) + payload
+
+
+def decode(blob: bytes, where: str = "chunk") -> Columns:
+    """Decode a blob written by :func:`encode`; ``where`` names it in error messages."""
+    if len(blob) < _HEADER.size:
+        raise StoreError(f"{where}: truncated chunk ({len(blob)} bytes)")
+    magic, version, pipeline, n = _HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise StoreError(f"{where}: not a scalar chunk (magic {magic!r})")
+    if version > FORMAT_VERSION or pipeline != PIPELINE_DELTA_SHUFFLE_ZSTD:
+        raise StoreError(
+            f"{where}: chunk format {version}/pipeline {pipeline} is newer than this "
+            f"stepstore understands (format {FORMAT_VERSION}); upgrade stepstore"
+        )
+    _, decompressor = _zstd()
+    try:
+        raw = memoryview(decompressor.decompress(blob[_HEADER.size :], max_output_size=32 * n))
+    except Exception as exc:  # zstd raises its own error type
+        raise StoreError(f"{where}: chunk payload does not decompress ({exc})") from None
+    if len(raw) != 32 * n:
+        raise StoreError(f"{where}: chunk holds {len(raw)} bytes, expected {32 * n}")
+    size = 8 * n
+    with np.errstate(over="ignore"):
+        step, epoch, time = (
+            np.cumsum(_unshuffle(raw[i * size : (i + 1) * size], n, "<i8"), dtype=np.int64)
+            for i in range(3)
+        )
+    value = _unshuffle(raw[3 * size :], n, "<f8")
+    return Columns(step, epoch, time, value)
+
+
+def checksum(blob: bytes) -> int:
+    """CRC-32 of a chunk blob, stored beside it and verified on read."""
+    return zlib.crc32(blob)
+
+
+def compute_stats(columns: Columns) -> np.void:
+    """Count, NaN count, sum, first, last, and the points holding min, max and the first NaN."""
+    step, epoch, time, value = columns
+    stats = np.zeros((), dtype=STATS_DTYPE)
+    stats["count"] = len(value)
+    nan = np.isnan(value)
+    n_nan = int(nan.sum())
+    stats["nan_count"] = n_nan
+    stats["first"] = value[0]
+    stats["last"] = value[-1]
+    for field in ("min", "max", "nan"):
+        stats[f"{field}_step"] = -1
+        stats[f"{field}_epoch"] = NO_EPOCH
+        stats[f"{field}_time"] = 0
+    if n_nan:
+        i = int(np.argmax(nan))
+        stats["nan_step"], stats["nan_epoch"], stats["nan_time"] = step[i], epoch[i], time[i]
+    if n_nan == len(value):
+        stats["sum"] = stats["min"] = stats["max"] = np.nan
+        return stats
+    finite = value if not n_nan else np.where(nan, 0.0, value)
+    with np.errstate(invalid="ignore", over="ignore"):
+        stats["sum"] = finite.sum()
+    lo = int(np.nanargmin(value)) if n_nan else int(np.argmin(value))
+    hi = int(np.nanargmax(value)) if n_nan else int(np.argmax(value))
+    for field, i in (("min", lo), ("max", hi)):
+        stats[field] = value[i]
+        stats[f"{field}_step"], stats[f"{field}_epoch"], stats[f"{field}_time"] = (
+            step[i],
+            epoch[i],
+            time[i],
+        )
+    return stats
+
+
+def make_chunk(seq: int, columns: Columns, sealed: bool) -> EncodedChunk:
+    """Encode ``columns`` as chunk number ``seq`` of its series, with index fields."""
+    data = encode(columns)
+    epochs = columns.epoch[columns.epoch != NO_EPOCH]
+    return EncodedChunk(
+        seq=seq,
+        sealed=sealed,
+        first_step=int(columns.step[0]),
+        last_step=int(columns.step[-1]),
+        min_epoch=int(epochs.min()) if len(epochs) else None,
+        max_epoch=int(epochs.max()) if len(epochs) else None,
+        count=len(columns.step),
+        stats=compute_stats(columns).tobytes(),
+        data=data,
+        checksum=checksum(data),
+    )
