@@ -101,7 +101,7 @@ class Run:
         self._bindings: list[tuple[str, Policy]] = []
         self._latest: dict[str, float] = {}
         self._triggers: tuple[str, ...] = ()
-        self._when: dict[Policy, Check] = {}
+        self._when: dict[Policy, tuple[Check, tuple[str, ...]]] = {}
         self._step = 0
         self._epoch: int | None = None
         self._lock = threading.Lock()
@@ -208,6 +208,7 @@ class Run:
             epoch = self._epoch
         elif epoch is not self._epoch:
             epoch = self._epoch = _check_count("epoch", epoch)
+        check_for, when_triggers = (None, None) if when is None else self._compile_when(when)
         if self._triggers:
             self._update_latest(values)
         cursor = self._cursor
@@ -217,7 +218,6 @@ class Run:
         elif seq - cursor.committed > self._half:
             self._writer.wake()
         keys = self._keys
-        check_for = None if when is None else self._compile_when(when)
         pack, mm, capacity = RECORD.pack_into, self._mm, self._capacity
         stamp = time.time()
         stored_epoch = NO_EPOCH if epoch is None else epoch
@@ -256,8 +256,9 @@ class Run:
             state.last_step = step
             state.last_epoch = epoch
             state.count += 1
-            if state.triggers:
-                for trigger in state.triggers:
+            triggers = state.triggers if when_triggers is None else when_triggers
+            if triggers:
+                for trigger in triggers:
                     if trigger in self._latest:
                         state.refs[trigger] = self._latest[trigger]
         if deferred:
@@ -281,16 +282,16 @@ class Run:
                 value = to_scalar(trigger, values[trigger])
                 self._latest[trigger] = float(values[trigger].item()) if value is DEFER else value
 
-    def _compile_when(self, when: Policy) -> Check:
-        check = self._when.get(when)
-        if check is None:
-            if not isinstance(when, Policy):
-                raise InvalidArgumentError(
-                    f"when={when!r}: expected a capture policy such as stepstore.every(10)"
-                )
+    def _compile_when(self, when: Policy) -> tuple[Check, tuple[str, ...]]:
+        if not isinstance(when, Policy):
+            raise InvalidArgumentError(
+                f"when={when!r}: expected a capture policy such as stepstore.every(10)"
+            )
+        compiled = self._when.get(when)
+        if compiled is None:
             self._add_triggers(when)
-            check = self._when[when] = when.compile(self._latest)
-        return check
+            compiled = self._when[when] = (when.compile(self._latest), tuple(sorted(when.triggers)))
+        return compiled
 
     def _add_triggers(self, policy: Policy) -> None:
         self._triggers = tuple(sorted(set(self._triggers) | policy.triggers))

@@ -1,4 +1,4 @@
-"""The run filter language: parse a filter into an AST and compile it to parameterised SQL.
+r"""The run filter language: parse a filter into an AST and compile it to parameterised SQL.
 
 A filter is a boolean expression over a run's fields, for example::
 
@@ -27,7 +27,7 @@ Field names are case-sensitive; the keywords ``and or not in true false null`` a
 
 Values
     Numbers (``3``, ``-0.5``, ``1e-3``; integers must fit in 64 bits), strings in single
-    or double quotes (``\\\\``, ``\\'`` and ``\\"`` are the only escapes), ``true``,
+    or double quotes (``\\``, ``\'`` and ``\"`` are the only escapes), ``true``,
     ``false`` and ``null``.
 
 Comparisons
@@ -55,10 +55,10 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar, cast
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -212,7 +212,7 @@ Expr: TypeAlias = Compare | InList | HasTag | Not | And | Or
 
 
 def _check_value(field: Field, op: str, value: Value) -> None:
-    """Raise InvalidArgumentError unless ``value`` may follow ``field op`` (op "in": a list item)."""
+    """Raise InvalidArgumentError unless ``value`` may follow ``field op`` ("in": a list item)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidArgumentError(f"numbers must be finite, not {value!r}")
     if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
@@ -225,7 +225,9 @@ def _check_value(field: Field, op: str, value: Value) -> None:
             if (value is None or isinstance(value, bool)) and op not in ("=", "!=", "in"):
                 raise InvalidArgumentError(f"{_literal(value)} only compares with = and !=")
             if not (value is None or number or isinstance(value, bool | str)):
-                raise InvalidArgumentError(f"params compare with values, not {value!r}")
+                raise InvalidArgumentError(
+                    f"params compare with numbers, strings, true, false or null, not {value!r}"
+                )
         case Summary():
             if not number:
                 raise InvalidArgumentError(f"summaries compare with numbers, not {_literal(value)}")
@@ -358,19 +360,25 @@ def _build(position: int, make: Callable[_P, _T], *args: _P.args, **kwargs: _P.k
         raise _Problem(str(error), position) from None
 
 
+def _decode_string(token: Token) -> str:
+    """The text a string literal token denotes."""
+    text = str(token)
+    for escape in _ESCAPE.finditer(text, 1, len(text) - 1):
+        if escape.group(1) not in "\\'\"":
+            raise _Problem(
+                f"unknown escape {escape.group(0)!r} in a string; "
+                "only \\\\, \\' and \\\" are escapes",
+                (token.start_pos or 0) + escape.start(),
+            )
+    return _ESCAPE.sub(r"\1", text[1:-1])
+
+
 def _decode_value(token: Token) -> _ValueAt:
     """The Python value of a literal token."""
     position = token.start_pos or 0
     text = str(token)
     if token.type == "STRING":
-        for escape in _ESCAPE.finditer(text, 1, len(text) - 1):
-            if escape.group(1) not in "\\'\"":
-                raise _Problem(
-                    f"unknown escape {escape.group(0)!r} in a string; "
-                    "only \\\\, \\' and \\\" are escapes",
-                    position + escape.start(),
-                )
-        return _ValueAt(_ESCAPE.sub(r"\1", text[1:-1]), position)
+        return _ValueAt(_decode_string(token), position)
     if token.type == "NUMBER":
         if re.fullmatch(r"-?\d+", text):
             if len(text.lstrip("-")) > 19 or not -_INT64 <= int(text) < _INT64:
@@ -406,7 +414,7 @@ def _resolve_field(name: str, position: int) -> Field | _Tags:
     return _build(position, Column, name)
 
 
-class _ToAst(Transformer):
+class _ToAst(Transformer[Token, Expr]):
     """Builds the AST as the LALR parser reduces (stateless, shared by all parses)."""
 
     def disjunction(self, children: list[Expr]) -> Expr:
@@ -428,7 +436,7 @@ class _ToAst(Transformer):
         position = name.start_pos or 0
         if name != "summary":
             raise _Problem("only summary fields take a quoted key: summary['key'].stat", position)
-        key_text = _decode_value(key).value
+        key_text = _decode_string(key)
         if not key_text:
             raise _Problem("a summary key cannot be empty", key.start_pos or 0)
         return _FieldAt(_build(stat.start_pos or 0, Summary, key_text, str(stat)), position)
@@ -491,7 +499,9 @@ def _has_tag(value: _ValueAt, field: _FieldAt) -> HasTag:
             "only tags can follow 'VALUE in'; test a field with FIELD in (VALUE, ...)",
             field.position,
         )
-    return _build(value.position, HasTag, value.value)
+    if not isinstance(value.value, str):
+        raise _Problem(f"a tag is a string, not {_literal(value.value)}", value.position)
+    return HasTag(value.value)
 
 
 @functools.cache
@@ -519,7 +529,7 @@ def parse(text: str) -> Expr:
     if not text.strip():
         raise _syntax_error(text, len(text), "the filter is empty")
     try:
-        expr: Expr = _parser().parse(text)
+        expr = cast(Expr, _parser().parse(text))
     except _Problem as problem:
         raise _syntax_error(text, problem.position, str(problem)) from None
     except (UnexpectedCharacters, UnexpectedToken) as error:
@@ -549,7 +559,7 @@ def _count_operators(expr: Expr) -> int:
 def _describe(text: str, error: UnexpectedCharacters | UnexpectedToken) -> FilterSyntaxError:
     """A FilterSyntaxError for lark's report of a syntax error."""
     if isinstance(error, UnexpectedCharacters):
-        position = error.pos_in_stream
+        position = error.pos_in_stream or 0
         if text[position] in "'\"":
             return _syntax_error(text, position, "unterminated string (no closing quote)")
         found = repr(text[position])
@@ -564,7 +574,7 @@ def _describe(text: str, error: UnexpectedCharacters | UnexpectedToken) -> Filte
 
 def _expected(error: UnexpectedInput) -> str:
     """What the parser would have accepted, in plain words."""
-    names = error.interactive_parser.accepts()
+    names: set[str] = error.interactive_parser.accepts()  # type: ignore[no-untyped-call]
     words: list[str] = []
     for name in sorted(names & _WORDS.keys(), key=list(_WORDS).index):
         word = "'not in'" if name == "_NOT" and "_IN" in names else _WORDS[name]
@@ -727,7 +737,7 @@ class _Compiler:
         joiner = " AND " if op in ("!=", "not in") else " OR "
         return tests[0] if len(tests) == 1 else f"({joiner.join(tests)})"
 
-    def _test(self, sql: str, op: str, values: list[Value]) -> str:
+    def _test(self, sql: str, op: str, values: Sequence[Value]) -> str:
         """A never-NULL test of ``sql`` against ``values`` ("!=" and "not in" accept NULL)."""
         placeholders = ", ".join(self._param(value) for value in values)
         if op == "in":

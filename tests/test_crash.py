@@ -1,0 +1,98 @@
+"""A killed process loses no host scalar whose log() returned; the store stays consistent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import stepstore as ss
+
+WRITER = """
+import sys, stepstore as ss
+run = ss.init("crash", store=sys.argv[1], flush_interval=float(sys.argv[2]), chunk_size=64)
+print(run.id, flush=True)
+i = 0
+while True:
+    run.log({"a": float(i), "b": -float(i)}, epoch=i // 100)
+    if i % 97 == 0:
+        print(i, flush=True)   # i was logged (log returned) before this line
+    i += 1
+"""
+
+
+def start_writer(store: Path, flush_interval: float) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(store), str(flush_interval)],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_sigkill_loses_no_returned_log(tmp_path, trial):
+    store = tmp_path / "store"
+    # long flush intervals make the journal, not the store, hold the newest points
+    proc = start_writer(store, flush_interval=[0.01, 5.0, 60.0][trial % 3])
+    run_id = proc.stdout.readline().strip()
+    deadline = time.monotonic() + 0.3 + 0.25 * trial
+    last_seen = -1
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip().isdigit():
+            last_seen = int(line)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert last_seen >= 0
+    view = ss.open(store).run(run_id)  # opening recovers the orphaned journal
+    assert view.status == "crashed"
+    a = view.scalars("a")
+    b = view.scalars("b")
+    n = len(a)
+    assert n > last_seen
+    assert a["step"].tolist() == list(range(n))
+    assert a["value"].tolist() == [float(i) for i in range(n)]
+    assert a["epoch"].tolist() == [i // 100 for i in range(n)]
+    assert len(b) in (n, n + 1, n - 1)
+    assert ss.open(store).check() == []
+    assert not list((store / "journal").glob("*.journal"))
+
+
+def test_crashed_run_resumes_from_last_recorded_step(tmp_path):
+    store = tmp_path / "store"
+    proc = start_writer(store, flush_interval=60.0)
+    run_id = proc.stdout.readline().strip()
+    while int(proc.stdout.readline()) < 500:
+        pass
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    run = ss.init("crash", store=store, resume=run_id, flush_interval=0.05)
+    resumed_at = run.step
+    run.log({"a": -1.0})
+    run.finish()
+    a = ss.open(store).run(run_id).scalars("a")
+    assert resumed_at >= 500
+    assert a["step"].tolist() == list(range(resumed_at + 1))
+    assert a["value"].iloc[-1] == -1.0
+
+
+def test_live_run_is_not_recovered_by_a_reader(tmp_path):
+    store = tmp_path / "store"
+    proc = start_writer(store, flush_interval=60.0)
+    run_id = proc.stdout.readline().strip()
+    proc.stdout.readline()
+    try:
+        view = ss.open(store).run(run_id)
+        assert view.status == "running"
+        assert list((store / "journal").glob("*.journal"))
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
