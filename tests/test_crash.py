@@ -30,7 +30,9 @@ def start_writer(store: Path, flush_interval: float) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     return subprocess.Popen(
         [sys.executable, "-c", WRITER, str(store), str(flush_interval)],
-        stdout=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 

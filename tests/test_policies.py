@@ -45,10 +45,12 @@ def next_mark(base: float, after: int) -> int:
 def ref_accept(policy, step, epoch, hist: History, latest: dict) -> bool:
     if isinstance(policy, AnyOf):
         return ref_accept(policy.a, step, epoch, hist, latest) or ref_accept(
-            policy.b, step, epoch, hist, latest)
+            policy.b, step, epoch, hist, latest
+        )
     if isinstance(policy, AllOf):
         return ref_accept(policy.a, step, epoch, hist, latest) and ref_accept(
-            policy.b, step, epoch, hist, latest)
+            policy.b, step, epoch, hist, latest
+        )
     if isinstance(policy, ss.every):
         return step % policy.n == 0
     if isinstance(policy, ss.every_epoch):
@@ -66,8 +68,9 @@ def ref_accept(policy, step, epoch, hist: History, latest: dict) -> bool:
             return False
         if policy.key not in hist.refs:
             return True
-        return ref_changed(hist.refs[policy.key], latest[policy.key], policy.rel or 0.0,
-                           policy.abs or 0.0)
+        return ref_changed(
+            hist.refs[policy.key], latest[policy.key], policy.rel or 0.0, policy.abs or 0.0
+        )
     raise AssertionError(policy)
 
 
@@ -84,14 +87,20 @@ leaf = st.one_of(
     st.sampled_from([1.5, 2, 3]).map(ss.log_spaced),
     st.integers(1, 10).map(ss.first),
     st.tuples(st.integers(0, 30), st.one_of(st.none(), st.integers(1, 30))).map(
-        lambda t: ss.window(t[0], None if t[1] is None else t[0] + t[1])),
+        lambda t: ss.window(t[0], None if t[1] is None else t[0] + t[1])
+    ),
     st.tuples(st.sampled_from([None, 0.1, 0.5]), st.sampled_from([None, 0.0, 0.2])).map(
-        lambda t: ss.on_change("loss", rel=t[0], abs=t[1])),
+        lambda t: ss.on_change("loss", rel=t[0], abs=t[1])
+    ),
 )
-policies = st.recursive(leaf, lambda inner: st.one_of(
-    st.tuples(inner, inner).map(lambda t: t[0] | t[1]),
-    st.tuples(inner, inner).map(lambda t: t[0] & t[1]),
-), max_leaves=4)
+policies = st.recursive(
+    leaf,
+    lambda inner: st.one_of(
+        st.tuples(inner, inner).map(lambda t: t[0] | t[1]),
+        st.tuples(inner, inner).map(lambda t: t[0] & t[1]),
+    ),
+    max_leaves=4,
+)
 
 offers = st.lists(
     st.tuples(
@@ -99,12 +108,14 @@ offers = st.lists(
         st.booleans(),
         st.one_of(st.floats(-2, 2), st.sampled_from([math.nan, math.inf, 1.0])),
     ),
-    min_size=1, max_size=60,
+    min_size=1,
+    max_size=60,
 )
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(policy=policies, offered=offers, per_call=st.booleans())
 def test_policy_matches_reference_model(tmp_path_factory, policy, offered, per_call):
     store = tmp_path_factory.mktemp("pol")
@@ -123,16 +134,18 @@ def test_policy_matches_reference_model(tmp_path_factory, policy, offered, per_c
             hist.last_step, hist.last_epoch = step, epoch
             for trigger in triggers(policy):
                 hist.refs[trigger] = latest[trigger]
-        run.log({"loss": loss, "g": 1.0}, step=step, epoch=epoch,
-                when=policy if per_call else None)
+        run.log({"loss": loss, "g": 1.0}, step=step, epoch=epoch, when=policy if per_call else None)
     run.finish()
     view = ss.open(store).run(run.id)
     got = view.scalars("g")["step"].tolist() if "g" in view.keys() else []
     assert got == expected
     if not per_call:
         info = view.capture["keys"]["g"]
-        assert info == {"policy": repr(policy), "recorded": len(expected),
-                        "skipped": len(offered) - len(expected)}
+        assert info == {
+            "policy": repr(policy),
+            "recorded": len(expected),
+            "skipped": len(offered) - len(expected),
+        }
 
 
 def test_on_change_records_significant_loss_moves(new_run, store_path):
@@ -176,8 +189,10 @@ def test_later_binding_wins_and_rebinds_existing_keys(new_run, store_path):
     view = ss.open(store_path).run(run.id)
     assert view.scalars("grad/a")["step"].tolist() == [0, 3]
     assert view.scalars("grad/b")["step"].tolist() == [2, 4]
-    assert view.capture["bindings"] == [{"pattern": "grad/*", "policy": "every(2)"},
-                                        {"pattern": "grad/a", "policy": "at(3)"}]
+    assert view.capture["bindings"] == [
+        {"pattern": "grad/*", "policy": "every(2)"},
+        {"pattern": "grad/a", "policy": "at(3)"},
+    ]
 
 
 def test_policies_are_immutable_and_printable():

@@ -21,8 +21,18 @@ def bits(values) -> list[int]:
 
 def test_special_values_and_large_steps_round_trip(new_run, store_path):
     run = new_run()
-    specials = [0.0, -0.0, 1.5, -2.25e-308, 5e-324, 1.7976931348623157e308, math.inf,
-                -math.inf, math.nan, struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\x7f")[0]]
+    specials = [
+        0.0,
+        -0.0,
+        1.5,
+        -2.25e-308,
+        5e-324,
+        1.7976931348623157e308,
+        math.inf,
+        -math.inf,
+        math.nan,
+        struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf8\x7f")[0],
+    ]
     steps = [0, 1, 2**31, 2**40, 2**53 + 1, 2**62 - 5, 2**62 - 4, 2**62 - 3, 2**62 - 2, 2**62]
     for step, value in zip(steps, specials, strict=True):
         run.log({"v": value}, step=step, epoch=step % 7)
@@ -37,17 +47,36 @@ def test_special_values_and_large_steps_round_trip(new_run, store_path):
 def test_ints_bools_numpy_and_torch_scalars_become_float64(new_run, store_path):
     torch = __import__("pytest").importorskip("torch")
     run = new_run()
-    run.log({"a": 3, "b": True, "c": np.float32(0.1), "d": np.int64(-7), "e": np.array(2.5),
-             "f": torch.tensor(0.75), "g": torch.tensor(5, dtype=torch.int64),
-             "h": 2**53})
+    run.log(
+        {
+            "a": 3,
+            "b": True,
+            "c": np.float32(0.1),
+            "d": np.int64(-7),
+            "e": np.array(2.5),
+            "f": torch.tensor(0.75),
+            "g": torch.tensor(5, dtype=torch.int64),
+            "h": 2**53,
+        }
+    )
     run.finish()
     summary = ss.open(store_path).run(run.id).summary
     got = {k: v["last"] for k, v in summary.items()}
-    assert got == {"a": 3.0, "b": 1.0, "c": float(np.float32(0.1)), "d": -7.0, "e": 2.5,
-                   "f": 0.75, "g": 5.0, "h": float(2**53)}
+    assert got == {
+        "a": 3.0,
+        "b": 1.0,
+        "c": float(np.float32(0.1)),
+        "d": -7.0,
+        "e": 2.5,
+        "f": 0.75,
+        "g": 5.0,
+        "h": float(2**53),
+    }
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     points=st.lists(
         st.tuples(

@@ -38,9 +38,11 @@ def test_points_without_epoch_have_missing_epoch(new_run, store_path):
 
 
 def test_metadata_is_recorded(new_run, store_path):
-    run = new_run(name="cnn-lr1e-3", params={"lr": 1e-3, "model": {"width": 64},
-                                            "np": np.float32(0.5), "layers": (1, 2)},
-                  tags=["baseline", "baseline", "cnn"])
+    run = new_run(
+        name="cnn-lr1e-3",
+        params={"lr": 1e-3, "model": {"width": 64}, "np": np.float32(0.5), "layers": (1, 2)},
+        tags=["baseline", "baseline", "cnn"],
+    )
     run.log({"loss": 1.0})
     run.finish()
     view = ss.open(store_path).run("cnn-lr1e-3")
@@ -186,8 +188,11 @@ def test_step_going_backwards_raises_unless_allowed(new_run, store_path):
     run.log({"x": 1.0}, step=5)
     run.log({"y": 1.0}, step=1)  # another key keeps its own last step
     run.log({"x": 2.0}, step=5)  # equal steps are allowed
-    with pytest.raises(ss.StepOrderError, match=r"key 'x': step 4 is below its last recorded "
-                                                 r"step 5.*allow_rewind=True"):
+    with pytest.raises(
+        ss.StepOrderError,
+        match=r"key 'x': step 4 is below its last recorded "
+        r"step 5.*allow_rewind=True",
+    ):
         run.log({"x": 3.0}, step=4)
     rewind = new_run(allow_rewind=True)
     rewind.log({"x": 1.0}, step=5)

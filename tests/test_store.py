@@ -42,8 +42,11 @@ def test_newer_schema_is_refused(new_run, store_path):
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     db.commit()
     db.close()
-    with pytest.raises(ss.SchemaVersionError, match=rf"schema version {SCHEMA_VERSION + 1} is "
-                                                    r"newer than this stepstore supports"):
+    with pytest.raises(
+        ss.SchemaVersionError,
+        match=rf"schema version {SCHEMA_VERSION + 1} is "
+        r"newer than this stepstore supports",
+    ):
         ss.open(store_path)
     with pytest.raises(ss.SchemaVersionError):
         ss.init("p", store=store_path)
@@ -82,15 +85,17 @@ def test_check_reports_the_damaged_chunk_and_rest_reads(new_run, store_path):
     assert store.check() == []
     db = sqlite3.connect(store_path / "stepstore.db")
     sid = db.execute("SELECT id FROM series WHERE key = 'a'").fetchone()[0]
-    data = bytearray(db.execute("SELECT data FROM chunks WHERE series_id = ? AND seq = 2",
-                                (sid,)).fetchone()[0])
+    data = bytearray(
+        db.execute("SELECT data FROM chunks WHERE series_id = ? AND seq = 2", (sid,)).fetchone()[0]
+    )
     data[-3] ^= 0xFF
     db.execute("UPDATE chunks SET data = ? WHERE series_id = ? AND seq = 2", (bytes(data), sid))
     db.commit()
     db.close()
     problems = store.check()
     assert [(p.where, p.what) for p in problems] == [
-        (f"run {run.id} key 'a' chunk 2", "checksum mismatch")]
+        (f"run {run.id} key 'a' chunk 2", "checksum mismatch")
+    ]
     view = store.run(run.id)
     with pytest.raises(ss.StoreError, match=rf"run {run.id} key 'a' chunk 2: checksum mismatch"):
         view.scalars("a")
@@ -162,14 +167,23 @@ def test_to_arrow_and_duckdb_over_many_runs(new_run, store_path):
     store = ss.open(store_path)
     table = store.to_arrow(where="params.lr < 0.05")
     assert table.num_rows == 10
-    assert table.column_names == ["run_id", "project", "run", "key", "step", "epoch", "time",
-                                  "value"]
+    assert table.column_names == [
+        "run_id",
+        "project",
+        "run",
+        "key",
+        "step",
+        "epoch",
+        "time",
+        "value",
+    ]
     assert table.column("value").to_pylist() == [0.01 * i for i in range(10)]
     duckdb = pytest.importorskip("duckdb")
     con = store.duckdb(duckdb.connect())
     rows = con.execute(
         "SELECT r.name, max(p.value) FROM points p JOIN runs r ON r.id = p.run_id "
-        "GROUP BY r.name ORDER BY 2").fetchall()
+        "GROUP BY r.name ORDER BY 2"
+    ).fetchall()
     assert [round(v, 6) for _, v in rows] == [0.09, 0.9]
 
 
@@ -187,9 +201,15 @@ def test_two_processes_write_one_store_at_once(store_path):
     from pathlib import Path
 
     env = {"PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    procs = [subprocess.Popen([sys.executable, "-c", __import__("textwrap").dedent(code),
-                               str(store_path), f"w{i}"], env={**__import__("os").environ, **env},
-                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", __import__("textwrap").dedent(code), str(store_path), f"w{i}"],
+            env={**__import__("os").environ, **env},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
@@ -219,18 +239,54 @@ def test_import_is_light():
 
 
 def test_exported_names_are_the_documented_ones():
-    documented = {"init", "open", "Run", "RunView", "Store", "Policy", "every", "every_epoch",
-                  "at", "log_spaced", "on_change", "first", "window", "StepstoreError",
-                  "InvalidValueError", "InvalidArgumentError", "StepOrderError",
-                  "KindMismatchError", "RunStateError", "WriterError", "FilterSyntaxError",
-                  "NotFoundError", "StoreError", "NotAStoreError", "SchemaVersionError",
-                  "UnknownSchemeError", "__version__"}
+    documented = {
+        "init",
+        "open",
+        "Run",
+        "RunView",
+        "Store",
+        "Policy",
+        "every",
+        "every_epoch",
+        "at",
+        "log_spaced",
+        "on_change",
+        "first",
+        "window",
+        "StepstoreError",
+        "InvalidValueError",
+        "InvalidArgumentError",
+        "StepOrderError",
+        "KindMismatchError",
+        "RunStateError",
+        "WriterError",
+        "FilterSyntaxError",
+        "NotFoundError",
+        "StoreError",
+        "NotAStoreError",
+        "SchemaVersionError",
+        "UnknownSchemeError",
+        "__version__",
+    }
     assert set(ss.__all__) == documented
     for name in ss.__all__:
         assert hasattr(ss, name)
-    for name in documented - {"__version__", "init", "open", "every", "every_epoch", "at",
-                              "log_spaced", "on_change", "first", "window", "Run", "RunView",
-                              "Store", "Policy"}:
+    for name in documented - {
+        "__version__",
+        "init",
+        "open",
+        "every",
+        "every_epoch",
+        "at",
+        "log_spaced",
+        "on_change",
+        "first",
+        "window",
+        "Run",
+        "RunView",
+        "Store",
+        "Policy",
+    }:
         assert issubclass(getattr(ss, name), ss.StepstoreError)
 
 

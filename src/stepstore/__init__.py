@@ -25,7 +25,7 @@ from .errors import (
     WriterError,
 )
 from .policies import Policy, at, every, every_epoch, first, log_spaced, on_change, window
-from .query import RunView, Store, open
+from .query import RunView, Store, open  # noqa: A004 - the documented API name
 from .run import Run, init
 
 __version__ = "0.1.0"

@@ -36,8 +36,19 @@ Check = Callable[[int, "int | None", "KeyState"], bool]
 class KeyState:
     """What a run remembers of one key: its recorded history and its capture policy."""
 
-    __slots__ = ("id", "key", "kind", "last_step", "last_epoch", "count", "rejected", "refs",
-                 "check", "policy", "triggers")
+    __slots__ = (
+        "check",
+        "count",
+        "id",
+        "key",
+        "kind",
+        "last_epoch",
+        "last_step",
+        "policy",
+        "refs",
+        "rejected",
+        "triggers",
+    )
 
     def __init__(self, key_id: int, key: str, kind: str) -> None:
         self.id = key_id
@@ -119,8 +130,8 @@ class every_epoch(Policy):  # noqa: N801
     __slots__ = ()
 
     def compile(self, latest: Mapping[str, float]) -> Check:
-        return lambda step, epoch, ks: epoch is not None and (
-            ks.count == 0 or epoch != ks.last_epoch
+        return lambda step, epoch, ks: (
+            epoch is not None and (ks.count == 0 or epoch != ks.last_epoch)
         )
 
     def __repr__(self) -> str:
@@ -163,9 +174,9 @@ class log_spaced(Policy):  # noqa: N801
 
     def compile(self, latest: Mapping[str, float]) -> Check:
         marks = self.marks
-        return lambda step, epoch, ks: ks.count == 0 or step >= marks[
-            bisect_right(marks, ks.last_step)
-        ]
+        return lambda step, epoch, ks: (
+            ks.count == 0 or step >= marks[bisect_right(marks, ks.last_step)]
+        )
 
     def __repr__(self) -> str:
         return f"log_spaced(base={self.base!r})"
@@ -188,7 +199,7 @@ class on_change(Policy):  # noqa: N801
     call; until it has been logged, points are not recorded.
     """
 
-    __slots__ = ("key", "rel", "abs")
+    __slots__ = ("abs", "key", "rel")
 
     def __init__(self, key: str, rel: float | None = None, abs: float | None = None) -> None:  # noqa: A002
         if not isinstance(key, str) or not key:
@@ -321,4 +332,3 @@ class AllOf(Policy):
 
     def __repr__(self) -> str:
         return f"({self.a!r} & {self.b!r})"
-

@@ -32,7 +32,10 @@ def recover_orphans(backend: Backend, chunk_size: int) -> list[str]:
         try:
             records = journal.valid_after(record.journal_seq)
             names = journal.keys()
-            keys = [names.get(i, (f"<unknown key {i}>", "scalar")) for i in range(max(names, default=-1) + 1)]
+            keys = [
+                names.get(i, (f"<unknown key {i}>", "scalar"))
+                for i in range(max(names, default=-1) + 1)
+            ]
             key_ids, columns = journal_columns(records)
             fields: dict[str, object] = {
                 "journal_seq": int(records["seq"][-1]) if len(records) else record.journal_seq

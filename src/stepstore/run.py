@@ -25,7 +25,6 @@ from .environment import describe
 from .errors import (
     InvalidArgumentError,
     InvalidValueError,
-    KindMismatchError,
     RunStateError,
     StepOrderError,
     WriterError,
@@ -42,16 +41,59 @@ _MAX_STEP = 2**63 - 1
 _MAX_KEY = 1024
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 
-_ADJECTIVES = ("amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hardy", "ivory",
-               "jolly", "keen", "lucid", "mellow", "nimble", "olive", "proud", "quiet", "rapid",
-               "sunny", "tidy", "vivid", "witty", "young", "zesty")
-_NOUNS = ("otter", "falcon", "maple", "comet", "harbor", "lynx", "meadow", "nova", "orchid",
-          "pebble", "quartz", "raven", "summit", "tundra", "willow", "zephyr", "badger", "cedar")
+_ADJECTIVES = (
+    "amber",
+    "brisk",
+    "calm",
+    "dapper",
+    "eager",
+    "fuzzy",
+    "gentle",
+    "hardy",
+    "ivory",
+    "jolly",
+    "keen",
+    "lucid",
+    "mellow",
+    "nimble",
+    "olive",
+    "proud",
+    "quiet",
+    "rapid",
+    "sunny",
+    "tidy",
+    "vivid",
+    "witty",
+    "young",
+    "zesty",
+)
+_NOUNS = (
+    "otter",
+    "falcon",
+    "maple",
+    "comet",
+    "harbor",
+    "lynx",
+    "meadow",
+    "nova",
+    "orchid",
+    "pebble",
+    "quartz",
+    "raven",
+    "summit",
+    "tundra",
+    "willow",
+    "zephyr",
+    "badger",
+    "cedar",
+)
 
 
 def _new_name(run_id: str) -> str:
     pick = int(run_id[:8], 16)
-    return f"{_ADJECTIVES[pick % len(_ADJECTIVES)]}-{_NOUNS[pick // 97 % len(_NOUNS)]}-{run_id[-4:]}"
+    return (
+        f"{_ADJECTIVES[pick % len(_ADJECTIVES)]}-{_NOUNS[pick // 97 % len(_NOUNS)]}-{run_id[-4:]}"
+    )
 
 
 def _check_key(key: Any) -> str:
@@ -117,7 +159,11 @@ class Run:
         self._half = self._capacity // 2
         sink = SeriesSink(backend, record.id, config.chunk_size)
         self._writer = Writer(
-            sink, self._journal, self._cursor, self._key_list, config.flush_interval,
+            sink,
+            self._journal,
+            self._cursor,
+            self._key_list,
+            config.flush_interval,
             self._writer_fields,
         )
         self._writer.start()
@@ -243,14 +289,16 @@ class Run:
                     if deferred is None:
                         deferred = []
                     device_value = value.detach() if hasattr(value, "detach") else value
-                    deferred.append((2 * seq + 1, state.id, step, stored_epoch, stamp,
-                                     device_value))
+                    deferred.append(
+                        (2 * seq + 1, state.id, step, stored_epoch, stamp, device_value)
+                    )
                     accepted.append(state)
                     continue
                 value = converted
             seq += 1
-            pack(mm, 4096 + (seq % capacity) * 48, state.id, 0, step, stored_epoch, stamp,
-                 value, seq)
+            pack(
+                mm, 4096 + (seq % capacity) * 48, state.id, 0, step, stored_epoch, stamp, value, seq
+            )
             accepted.append(state)
         for state in accepted:
             state.last_step = step
@@ -416,7 +464,10 @@ class Run:
             ) from exc
         self._record.status = status
         self._backend.update_run(
-            self.id, status=status, ended=time.time(), heartbeat=time.time(),
+            self.id,
+            status=status,
+            ended=time.time(),
+            heartbeat=time.time(),
             **self._writer_fields(),
         )
         self._journal.close(remove=True)
@@ -431,8 +482,9 @@ class Run:
         for series in self._backend.series(self.id):
             state = KeyState(len(self._key_list), series.key, series.kind)
             state.count = series.summary.count
-            state.last_step = series.summary.last_step if series.summary.last_step is not None \
-                else -1
+            state.last_step = (
+                series.summary.last_step if series.summary.last_step is not None else -1
+            )
             self._keys[series.key] = state
             self._key_list.append((series.key, series.kind))
             self._step = max(self._step, state.last_step + 1)
@@ -539,8 +591,11 @@ def _finish_at_exit() -> None:
         try:
             run.finish("incomplete")
         except Exception as exc:  # noqa: BLE001 - exiting: report and go on
-            warnings.warn(f"stepstore: could not finish run {run.id} at exit: {exc}",
-                          RuntimeWarning, stacklevel=1)
+            warnings.warn(
+                f"stepstore: could not finish run {run.id} at exit: {exc}",
+                RuntimeWarning,
+                stacklevel=1,
+            )
 
 
 def _detach_in_child() -> None:

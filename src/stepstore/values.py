@@ -75,8 +75,11 @@ def _from_torch(key: str, value: Any) -> Any:
         raise _expected(key, value, "complex numbers are not scalars")
     if value.device.type == "cpu":
         item = value.item()
-        return _from_int(key, item) if isinstance(item, int) and not isinstance(item, bool) \
+        return (
+            _from_int(key, item)
+            if isinstance(item, int) and not isinstance(item, bool)
             else float(item)
+        )
     return DEFER
 
 

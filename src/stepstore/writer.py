@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from .series.tail import SeriesTail, Summary
 class Cursor:
     """Journal positions shared by the training thread and the writer."""
 
-    __slots__ = ("written", "committed")
+    __slots__ = ("committed", "written")
 
     def __init__(self, committed: int) -> None:
         self.written = committed
@@ -87,7 +88,7 @@ class SeriesSink:
                 sorted_ids = key_ids[order]
                 starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
                 bounds = [*starts.tolist(), len(order)]
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                for a, b in pairwise(bounds):
                     pick = order[a:b]
                     name, kind = keys[int(sorted_ids[a])]
                     tail = self._tail(name, kind)

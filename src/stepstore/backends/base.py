@@ -78,7 +78,9 @@ class Problem:
     what: str
 
 
-def flatten_params(params: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, float | None, str | None]]:
+def flatten_params(
+    params: dict[str, Any], prefix: str = ""
+) -> Iterator[tuple[str, float | None, str | None]]:
     """Flatten nested params to ``(path, number, string)`` rows for the filter language.
 
     Numbers and booleans go to ``number`` (true = 1), strings to ``string``, lists to
@@ -92,8 +94,10 @@ def flatten_params(params: dict[str, Any], prefix: str = "") -> Iterator[tuple[s
             yield path, float(value), None
         elif isinstance(value, (int, float)):
             number = float(value)
-            yield path, (number if math.isfinite(number) else None), (
-                None if math.isfinite(number) else repr(number)
+            yield (
+                path,
+                (number if math.isfinite(number) else None),
+                (None if math.isfinite(number) else repr(number)),
             )
         elif isinstance(value, str):
             yield path, None, value

@@ -121,9 +121,7 @@ class SQLiteBackend(Backend):
                 raise NotAStoreError(f"{self.root}: exists and is not a directory")
             self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            db, timeout=60.0, isolation_level=None, check_same_thread=False
-        )
+        self._db = sqlite3.connect(db, timeout=60.0, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -217,11 +215,14 @@ class SQLiteBackend(Backend):
 
     def get_run(self, id_or_name: str) -> RunRecord:
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (id_or_name,)
-            ).fetchall() or self._db.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (id_or_name,)
-            ).fetchall()
+            rows = (
+                self._db.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (id_or_name,)
+                ).fetchall()
+                or self._db.execute(
+                    f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (id_or_name,)
+                ).fetchall()
+            )
         if not rows:
             raise NotFoundError(f"no run with id or name {id_or_name!r} in {self.uri}")
         if len(rows) > 1:
@@ -236,7 +237,9 @@ class SQLiteBackend(Backend):
 
         clauses, args = [], []
         if where:
-            sql, where_args = compile_filter(where, Dialect(param="?", status_sql=self._status_sql()))
+            sql, where_args = compile_filter(
+                where, Dialect(param="?", status_sql=self._status_sql())
+            )
             clauses.append(f"({sql})")
             args.extend(where_args)
         if project is not None:
@@ -254,7 +257,9 @@ class SQLiteBackend(Backend):
         if unknown:
             raise InvalidArgumentError(f"cannot update run fields {sorted(unknown)}")
         names = sorted(fields)
-        values = [json.dumps(fields[n]) if isinstance(fields[n], dict) else fields[n] for n in names]
+        values = [
+            json.dumps(fields[n]) if isinstance(fields[n], dict) else fields[n] for n in names
+        ]
         with self._write():
             self._db.execute(
                 f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?",
@@ -273,8 +278,14 @@ class SQLiteBackend(Backend):
         records = []
         for sid, key, kind, count, lo, hi, last, first_step, last_step in rows:
             # SQLite stores NaN as NULL: a counted series with a NULL last ended in NaN.
-            summary = Summary(count, lo, hi, float("nan") if count and last is None else last,
-                              first_step, last_step)
+            summary = Summary(
+                count,
+                lo,
+                hi,
+                float("nan") if count and last is None else last,
+                first_step,
+                last_step,
+            )
             records.append(SeriesRecord(sid, run_id, key, kind, summary))
         return records
 
@@ -322,8 +333,19 @@ class SQLiteBackend(Backend):
                 "min_epoch, max_epoch, count, sealed, stats, checksum, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (sid, c.seq, c.first_step, c.last_step, c.min_epoch, c.max_epoch, c.count,
-                     int(c.sealed), c.stats, c.checksum, c.data)
+                    (
+                        sid,
+                        c.seq,
+                        c.first_step,
+                        c.last_step,
+                        c.min_epoch,
+                        c.max_epoch,
+                        c.count,
+                        int(c.sealed),
+                        c.stats,
+                        c.checksum,
+                        c.data,
+                    )
                     for sid, c in chunks
                 ],
             )
@@ -340,8 +362,12 @@ class SQLiteBackend(Backend):
                 self._db.execute(
                     f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?",
                     [
-                        *(json.dumps(run_fields[n]) if isinstance(run_fields[n], dict)
-                          else run_fields[n] for n in names),
+                        *(
+                            json.dumps(run_fields[n])
+                            if isinstance(run_fields[n], dict)
+                            else run_fields[n]
+                            for n in names
+                        ),
                         run_id,
                     ],
                 )
@@ -421,5 +447,3 @@ class _Transaction:
             self._db.execute("ROLLBACK" if kind else "COMMIT")
         finally:
             self._lock.release()
-
-

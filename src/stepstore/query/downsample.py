@@ -65,9 +65,15 @@ def from_stats(stats_blobs: list[bytes], max_points: int) -> Columns:
     lo, hi = lo[valid[lo]], hi[valid[hi]]
     nan_chunks = np.flatnonzero(stats["nan_count"] > 0)
     nan_first = nan_chunks[np.unique(groups[nan_chunks], return_index=True)[1]]
-    step = np.concatenate([stats["min_step"][lo], stats["max_step"][hi], stats["nan_step"][nan_first]])
-    epoch = np.concatenate([stats["min_epoch"][lo], stats["max_epoch"][hi], stats["nan_epoch"][nan_first]])
-    time = np.concatenate([stats["min_time"][lo], stats["max_time"][hi], stats["nan_time"][nan_first]])
+    step = np.concatenate(
+        [stats["min_step"][lo], stats["max_step"][hi], stats["nan_step"][nan_first]]
+    )
+    epoch = np.concatenate(
+        [stats["min_epoch"][lo], stats["max_epoch"][hi], stats["nan_epoch"][nan_first]]
+    )
+    time = np.concatenate(
+        [stats["min_time"][lo], stats["max_time"][hi], stats["nan_time"][nan_first]]
+    )
     value = np.concatenate([stats["min"][lo], stats["max"][hi], np.full(len(nan_first), np.nan)])
     # one row per distinct (step, time) point, in step order
     order = np.lexsort((time, step))

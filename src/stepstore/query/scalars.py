@@ -25,8 +25,10 @@ def _range(name: str, value: object) -> tuple[int, int] | None:
     if (
         isinstance(value, (tuple, list))
         and len(value) == 2
-        and all(v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool))
-                for v in value)
+        and all(
+            v is None or (isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+            for v in value
+        )
     ):
         low = 0 if value[0] is None else int(value[0])
         high = 2**63 - 1 if value[1] is None else int(value[1])
@@ -54,8 +56,9 @@ def _concat(parts: list[Columns]) -> Columns:
     return Columns(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
 
 
-def _mask(columns: Columns, steps: tuple[int, int] | None,
-          epochs: tuple[int, int] | None) -> Columns:
+def _mask(
+    columns: Columns, steps: tuple[int, int] | None, epochs: tuple[int, int] | None
+) -> Columns:
     keep = None
     if steps is not None:
         keep = (columns.step >= steps[0]) & (columns.step <= steps[1])
@@ -90,8 +93,9 @@ def read_series(
                 for row in edge_rows:
                     if row.seq in edge_seqs:
                         part = _mask(_decode(row, where), steps, None)
-                        share = max(2, max_points * len(part.step) // max(1, sum(
-                            r.count for r in index)))
+                        share = max(
+                            2, max_points * len(part.step) // max(1, sum(r.count for r in index))
+                        )
                         parts.append(downsample.from_columns(part, share))
             merged = _concat(parts)
             order = np.argsort(merged.step, kind="stable")

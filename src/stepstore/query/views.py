@@ -122,8 +122,14 @@ class RunView:
         step_range, epoch_range = _range("steps", steps), _range("epochs", epochs)
         chosen = self._resolve(keys)
         parts = [
-            read_series(self._backend, s.id, f"run {self.id} key {s.key!r}", step_range,
-                        epoch_range, max_points)
+            read_series(
+                self._backend,
+                s.id,
+                f"run {self.id} key {s.key!r}",
+                step_range,
+                epoch_range,
+                max_points,
+            )
             for s in chosen
         ]
         return to_frame([s.key for s in chosen], parts)
@@ -200,20 +206,28 @@ class Store:
             frame.insert(0, "run_id", view.id)
             tables.append(pa.Table.from_pandas(frame, preserve_index=False))
         if not tables:
-            return pa.table({
-                "run_id": pa.array([], pa.string()), "project": pa.array([], pa.string()),
-                "run": pa.array([], pa.string()), "key": pa.array([], pa.string()),
-                "step": pa.array([], pa.int64()), "epoch": pa.array([], pa.int64()),
-                "time": pa.array([], pa.timestamp("us", tz="UTC")),
-                "value": pa.array([], pa.float64()),
-            })
+            return pa.table(
+                {
+                    "run_id": pa.array([], pa.string()),
+                    "project": pa.array([], pa.string()),
+                    "run": pa.array([], pa.string()),
+                    "key": pa.array([], pa.string()),
+                    "step": pa.array([], pa.int64()),
+                    "epoch": pa.array([], pa.int64()),
+                    "time": pa.array([], pa.timestamp("us", tz="UTC")),
+                    "value": pa.array([], pa.float64()),
+                }
+            )
         return pa.concat_tables(
-            [t.cast(t.schema.set(t.schema.get_field_index("key"),
-                                 pa.field("key", pa.string()))) for t in tables]
+            [
+                t.cast(t.schema.set(t.schema.get_field_index("key"), pa.field("key", pa.string())))
+                for t in tables
+            ]
         )
 
-    def duckdb(self, connection: Any = None, where: str | None = None,
-               project: str | None = None) -> Any:
+    def duckdb(
+        self, connection: Any = None, where: str | None = None, project: str | None = None
+    ) -> Any:
         """A DuckDB connection with views ``points`` (as :meth:`to_arrow`) and ``runs``.
 
         Needs the ``duckdb`` package (``pip install stepstore[duckdb]``).
@@ -228,11 +242,15 @@ class Store:
 
         con = connection if connection is not None else duckdb.connect()
         views = self.runs(where, project)
-        runs = pa.table({
-            "id": [v.id for v in views], "project": [v.project for v in views],
-            "name": [v.name for v in views], "status": [v.status for v in views],
-            "created": [v.created for v in views],
-        })
+        runs = pa.table(
+            {
+                "id": [v.id for v in views],
+                "project": [v.project for v in views],
+                "name": [v.name for v in views],
+                "status": [v.status for v in views],
+                "created": [v.created for v in views],
+            }
+        )
         con.register("points", self.to_arrow(where, project))
         con.register("runs", runs)
         return con

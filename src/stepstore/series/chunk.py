@@ -131,9 +131,11 @@ def decode(blob: bytes, where: str = "chunk") -> Columns:
             f"stepstore understands (format {FORMAT_VERSION}); upgrade stepstore"
         )
     _, decompressor = _zstd()
+    import zstandard
+
     try:
         raw = memoryview(decompressor.decompress(blob[_HEADER.size :], max_output_size=32 * n))
-    except Exception as exc:  # zstd raises its own error type
+    except zstandard.ZstdError as exc:
         raise StoreError(f"{where}: chunk payload does not decompress ({exc})") from None
     if len(raw) != 32 * n:
         raise StoreError(f"{where}: chunk holds {len(raw)} bytes, expected {32 * n}")

@@ -1,0 +1,31 @@
+# The README's commands. `make demo` sets everything up and records a real training run;
+# `make test` runs the whole test suite. Both create .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned here (not in pyproject) because this exact CPU build lies on the machine's
+# disk; a looser spec would download a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test lint bench
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e '.[all,dev]'
+	touch $@
+
+demo: setup
+	$(VENV)/bin/stepstore demo
+
+lint: setup
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+test: setup lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/bench_scalars.py
