@@ -295,3 +295,10 @@ def test_flush_makes_points_visible_to_other_readers(new_run, store_path):
     run.log({"x": 1.0})
     run.flush()
     assert ss.open(store_path).run(run.id).summary["x"]["count"] == 1
+
+
+def test_fsync_setting_picks_sqlite_synchronous_mode(monkeypatch, new_run, store_path):
+    new_run().finish()
+    assert ss.open(store_path).backend._db.execute("PRAGMA synchronous").fetchone() == (2,)
+    monkeypatch.setenv("STEPSTORE_FSYNC", "0")
+    assert ss.open(store_path).backend._db.execute("PRAGMA synchronous").fetchone() == (1,)

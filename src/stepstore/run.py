@@ -537,7 +537,9 @@ def init(
         on_error=on_error,
         **settings,
     )
-    backend = open_backend(config.store, create=True, stale_after=config.stale_after)
+    backend = open_backend(
+        config.store, create=True, stale_after=config.stale_after, fsync=config.fsync
+    )
     recover_orphans(backend, config.chunk_size)
     if resume is not None:
         record = backend.get_run(resume)

@@ -19,7 +19,9 @@ REGISTRY = {
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 
 
-def open_backend(uri: str | Path, *, create: bool, stale_after: float = 60.0) -> Backend:
+def open_backend(
+    uri: str | Path, *, create: bool, stale_after: float = 60.0, fsync: bool = True
+) -> Backend:
     """Open the backend that serves ``uri``; ``create`` makes an embedded store if missing."""
     text = str(uri)
     match = _SCHEME.match(text)
@@ -31,7 +33,7 @@ def open_backend(uri: str | Path, *, create: bool, stale_after: float = 60.0) ->
     module, name = target.split(":")
     cls = getattr(importlib.import_module(module), name)
     location = rest if cls.__name__ == "SQLiteBackend" else text
-    return cls(location, create=create, stale_after=stale_after)
+    return cls(location, create=create, stale_after=stale_after, fsync=fsync)
 
 
 __all__ = ["REGISTRY", "Backend", "open_backend"]

@@ -105,7 +105,9 @@ class SQLiteBackend(Backend):
 
     schemes = ("", "file", "sqlite")
 
-    def __init__(self, path: str | Path, *, create: bool, stale_after: float = 60.0) -> None:
+    def __init__(
+        self, path: str | Path, *, create: bool, stale_after: float = 60.0, fsync: bool = True
+    ) -> None:
         self.root = Path(path).expanduser()
         self.uri = str(self.root)
         self.stale_after = stale_after
@@ -124,7 +126,7 @@ class SQLiteBackend(Backend):
         self._db = sqlite3.connect(db, timeout=60.0, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:

@@ -17,7 +17,9 @@ def open(store: str | os.PathLike[str] | None = None) -> Store:  # noqa: A001 - 
     visible. Raises ``NotAStoreError`` when there is no store at that location.
     """
     config = load_config(store=None if store is None else os.fspath(store))
-    backend = open_backend(config.store, create=False, stale_after=config.stale_after)
+    backend = open_backend(
+        config.store, create=False, stale_after=config.stale_after, fsync=config.fsync
+    )
     recover_orphans(backend, config.chunk_size)
     return Store(backend)
 
