@@ -21,7 +21,8 @@ Fields
         Run columns, compared with strings.
     ``created``
         The creation time, compared with a number of unix seconds or an ISO-8601 date or
-        datetime string (``'2026-11-01'``, ``'2026-11-01T12:00:00+02:00'``; naive is UTC).
+        datetime string: ``'2026-11-01'``, ``'2026-11-01T12:00:00+02:00'``,
+        ``'2026-11-01T12:00:00Z'``; one without a time zone is UTC.
 
 Field names are case-sensitive; the keywords ``and or not in true false null`` are not.
 
@@ -57,7 +58,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar, cast
 
 from lark import Lark, Token, Transformer
@@ -66,7 +67,10 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from ..errors import FilterSyntaxError, InvalidArgumentError
 
 __all__ = [
+    "COLUMNS",
+    "OPERATORS",
     "SQLITE",
+    "STATS",
     "And",
     "Column",
     "Compare",
@@ -257,8 +261,8 @@ def _literal(value: Value) -> str:
 def _unix_seconds(text: str) -> float:
     """Unix seconds of an ISO-8601 date or datetime (naive means UTC)."""
     try:
-        moment = datetime.fromisoformat(text)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
     except (ValueError, OverflowError):
         raise InvalidArgumentError(
             f"{text!r} is not an ISO-8601 date or datetime (e.g. '2026-11-01T12:00:00')"
@@ -326,7 +330,7 @@ _WORDS = {
 }
 
 
-class _Problem(Exception):
+class _SemanticError(Exception):
     """A semantic error found while building the AST, at a character offset."""
 
     def __init__(self, message: str, position: int) -> None:
@@ -357,7 +361,7 @@ def _build(position: int, make: Callable[_P, _T], *args: _P.args, **kwargs: _P.k
     try:
         return make(*args, **kwargs)
     except InvalidArgumentError as error:
-        raise _Problem(str(error), position) from None
+        raise _SemanticError(str(error), position) from None
 
 
 def _decode_string(token: Token) -> str:
@@ -365,7 +369,7 @@ def _decode_string(token: Token) -> str:
     text = str(token)
     for escape in _ESCAPE.finditer(text, 1, len(text) - 1):
         if escape.group(1) not in "\\'\"":
-            raise _Problem(
+            raise _SemanticError(
                 f"unknown escape {escape.group(0)!r} in a string; "
                 "only \\\\, \\' and \\\" are escapes",
                 (token.start_pos or 0) + escape.start(),
@@ -382,13 +386,13 @@ def _decode_value(token: Token) -> _ValueAt:
     if token.type == "NUMBER":
         if re.fullmatch(r"-?\d+", text):
             if len(text.lstrip("-")) > 19 or not -_INT64 <= int(text) < _INT64:
-                raise _Problem(
+                raise _SemanticError(
                     f"integer {text} does not fit in 64 bits; write it as a float", position
                 )
             return _ValueAt(int(text), position)
         number = float(text)
         if not math.isfinite(number):
-            raise _Problem(f"number {text} is out of range", position)
+            raise _SemanticError(f"number {text} is out of range", position)
         return _ValueAt(number, position)
     return _ValueAt({"TRUE": True, "FALSE": False, "NULL": None}[token.type], position)
 
@@ -400,12 +404,12 @@ def _resolve_field(name: str, position: int) -> Field | _Tags:
     if name == "params" or name.startswith("params."):
         path = name[len("params.") :]
         if not path or "" in path.split("."):
-            raise _Problem(f"{name!r}: write a param as params.<dotted.path>", position)
+            raise _SemanticError(f"{name!r}: write a param as params.<dotted.path>", position)
         return Param(path)
     if name == "summary" or name.startswith("summary."):
         key, _, stat = name[len("summary.") :].rpartition(".")
         if not key or "" in key.split("."):
-            raise _Problem(
+            raise _SemanticError(
                 f"{name!r}: write a summary as summary.<key>.<stat> (or summary['key'].<stat>)"
                 f" with stat one of {', '.join(STATS)}",
                 position,
@@ -435,10 +439,12 @@ class _ToAst(Transformer[Token, Expr]):
         name, key, stat = children
         position = name.start_pos or 0
         if name != "summary":
-            raise _Problem("only summary fields take a quoted key: summary['key'].stat", position)
+            raise _SemanticError(
+                "only summary fields take a quoted key: summary['key'].stat", position
+            )
         key_text = _decode_string(key)
         if not key_text:
-            raise _Problem("a summary key cannot be empty", key.start_pos or 0)
+            raise _SemanticError("a summary key cannot be empty", key.start_pos or 0)
         return _FieldAt(_build(stat.start_pos or 0, Summary, key_text, str(stat)), position)
 
     def values(self, children: list[Token]) -> list[_ValueAt]:
@@ -475,7 +481,7 @@ def _comparison(field: _FieldAt, op_token: Token, value: _ValueAt, *, flip: bool
     op = _FLIPPED[op] if flip else op
     if isinstance(field.field, _Tags):
         if op not in ("=", "!="):
-            raise _Problem(
+            raise _SemanticError(
                 "tags only compares with = and != (or write 'x' in tags)", op_token.start_pos or 0
             )
         has_tag = _has_tag(value, field)
@@ -486,7 +492,7 @@ def _comparison(field: _FieldAt, op_token: Token, value: _ValueAt, *, flip: bool
 def _membership(field: _FieldAt, values: list[_ValueAt], *, negated: bool) -> Expr:
     """The AST of ``field [not] in (values)``."""
     if isinstance(field.field, _Tags):
-        raise _Problem("write a tag test as 'x' in tags, not tags in (...)", field.position)
+        raise _SemanticError("write a tag test as 'x' in tags, not tags in (...)", field.position)
     for value in values:
         _build(value.position, _check_value, field.field, "in", value.value)
     return InList(field.field, tuple(value.value for value in values), negated)
@@ -495,12 +501,12 @@ def _membership(field: _FieldAt, values: list[_ValueAt], *, negated: bool) -> Ex
 def _has_tag(value: _ValueAt, field: _FieldAt) -> HasTag:
     """The AST of ``value in tags``."""
     if not isinstance(field.field, _Tags):
-        raise _Problem(
+        raise _SemanticError(
             "only tags can follow 'VALUE in'; test a field with FIELD in (VALUE, ...)",
             field.position,
         )
     if not isinstance(value.value, str):
-        raise _Problem(f"a tag is a string, not {_literal(value.value)}", value.position)
+        raise _SemanticError(f"a tag is a string, not {_literal(value.value)}", value.position)
     return HasTag(value.value)
 
 
@@ -522,7 +528,9 @@ def parse(text: str) -> Expr:
     Raises:
         FilterSyntaxError: The text is empty, does not parse, names an unknown field or
             compares a field with a value of the wrong kind. The message gives the column,
-            repeats the text with a caret under the problem and says what was expected.
+            repeats the text with a caret under the problem and says what was expected;
+            the error's ``position`` is the problem's 0-based offset in ``text``.
+        InvalidArgumentError: ``text`` is not a string.
     """
     if not isinstance(text, str):
         raise InvalidArgumentError(f"a filter is a string, not {type(text).__name__}")
@@ -530,7 +538,7 @@ def parse(text: str) -> Expr:
         raise _syntax_error(text, len(text), "the filter is empty")
     try:
         expr = cast(Expr, _parser().parse(text))
-    except _Problem as problem:
+    except _SemanticError as problem:
         raise _syntax_error(text, problem.position, str(problem)) from None
     except (UnexpectedCharacters, UnexpectedToken) as error:
         raise _describe(text, error) from None
