@@ -112,6 +112,7 @@ class every(Policy):  # noqa: N801 - policies read as verbs in user code
     """Record steps divisible by ``n``."""
 
     __slots__ = ("n",)
+    n: int
 
     def __init__(self, n: int) -> None:
         object.__setattr__(self, "n", _check_int("every(n)", n, 1))
@@ -142,6 +143,7 @@ class at(Policy):  # noqa: N801
     """Record exactly the given steps."""
 
     __slots__ = ("steps",)
+    steps: frozenset[int]
 
     def __init__(self, *steps: int) -> None:
         if not steps:
@@ -165,6 +167,8 @@ class log_spaced(Policy):  # noqa: N801
     """
 
     __slots__ = ("base", "marks")
+    base: float
+    marks: tuple[int, ...]
 
     def __init__(self, base: float = 2) -> None:
         if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
@@ -200,6 +204,9 @@ class on_change(Policy):  # noqa: N801
     """
 
     __slots__ = ("abs", "key", "rel")
+    key: str
+    rel: float | None
+    abs: float | None
 
     def __init__(self, key: str, rel: float | None = None, abs: float | None = None) -> None:  # noqa: A002
         if not isinstance(key, str) or not key:
@@ -258,6 +265,7 @@ class first(Policy):  # noqa: N801
     """Record until ``n`` points of the key have been recorded."""
 
     __slots__ = ("n",)
+    n: int
 
     def __init__(self, n: int) -> None:
         object.__setattr__(self, "n", _check_int("first(n)", n, 1))
@@ -274,6 +282,8 @@ class window(Policy):  # noqa: N801
     """Record steps with ``start <= step < stop`` (``stop=None`` for no end)."""
 
     __slots__ = ("start", "stop")
+    start: int
+    stop: int | None
 
     def __init__(self, start: int, stop: int | None = None) -> None:
         start = _check_int("window(start)", start, 0)
@@ -296,6 +306,8 @@ class AnyOf(Policy):
     """Records what either policy records (``a | b``)."""
 
     __slots__ = ("a", "b")
+    a: Policy
+    b: Policy
 
     def __init__(self, a: Policy, b: Policy) -> None:
         object.__setattr__(self, "a", a)
@@ -317,6 +329,8 @@ class AllOf(Policy):
     """Records what both policies record (``a & b``)."""
 
     __slots__ = ("a", "b")
+    a: Policy
+    b: Policy
 
     def __init__(self, a: Policy, b: Policy) -> None:
         object.__setattr__(self, "a", a)

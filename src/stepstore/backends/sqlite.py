@@ -342,7 +342,7 @@ class SQLiteBackend(Backend):
                         c.last_step,
                         c.min_epoch,
                         c.max_epoch,
-                        c.count,
+                        c.size,
                         int(c.sealed),
                         c.stats,
                         c.checksum,

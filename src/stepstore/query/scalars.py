@@ -82,7 +82,8 @@ def read_series(
     if max_points is not None and epochs is None:
         index = backend.chunks(series_id, steps, None, with_data=False)
         if len(index) > max_points // 2:
-            interior, edges = [], []
+            interior: list[ChunkRow] = []
+            edges: list[ChunkRow] = []
             for r in index:
                 inside = steps is None or (r.first_step >= steps[0] and r.last_step <= steps[1])
                 (interior if inside else edges).append(r)

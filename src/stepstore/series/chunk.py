@@ -70,7 +70,7 @@ class EncodedChunk(NamedTuple):
     last_step: int
     min_epoch: int | None
     max_epoch: int | None
-    count: int
+    size: int
     stats: bytes
     data: bytes
     checksum: int
@@ -154,7 +154,7 @@ def checksum(blob: bytes) -> int:
     return zlib.crc32(blob)
 
 
-def compute_stats(columns: Columns) -> np.void:
+def compute_stats(columns: Columns) -> np.ndarray:
     """Count, NaN count, sum, first, last, and the points holding min, max and the first NaN."""
     step, epoch, time, value = columns
     stats = np.zeros((), dtype=STATS_DTYPE)
@@ -200,7 +200,7 @@ def make_chunk(seq: int, columns: Columns, sealed: bool) -> EncodedChunk:
         last_step=int(columns.step[-1]),
         min_epoch=int(epochs.min()) if len(epochs) else None,
         max_epoch=int(epochs.max()) if len(epochs) else None,
-        count=len(columns.step),
+        size=len(columns.step),
         stats=compute_stats(columns).tobytes(),
         data=data,
         checksum=checksum(data),
