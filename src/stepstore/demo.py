@@ -1,0 +1,296 @@
+"""The showcase run behind ``stepstore demo``: train a small CNN, record it, read it back.
+
+A two-layer convolutional network learns scikit-learn's bundled 8x8 digits (no download) on
+the CPU in a few seconds. Every iteration records ``loss`` (a 0-d torch tensor, resolved by
+stepstore), ``acc``, ``lr`` (only when the StepLR schedule changes it) and ``grad_norm``
+(every 10th step); every epoch records ``val/loss`` and ``val/acc`` in the same run. The run
+is then read back through the query API and summarised.
+
+Needs PyTorch and scikit-learn (``pip install 'stepstore[demo]'``); they are imported only
+when :func:`main` runs, so this module imports without them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+import stepstore
+
+from .backends.sqlite import DB_NAME, SQLiteBackend
+from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    import torch
+
+PROJECT = "digits-demo"
+SEED = 0
+WIDTH = 16
+BATCH_SIZE = 32
+LR = 0.01
+LR_STEP_EPOCHS = 1
+LR_GAMMA = 0.5
+VAL_FRACTION = 0.2
+GRAD_NORM_EVERY = 10
+VIEW_POINTS = 2000
+
+
+def load_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits dataset as ``(x_train, y_train, x_val, y_val)`` tensors.
+
+    Images are ``float32`` of shape ``(n, 1, 8, 8)`` scaled to ``[0, 1]``; the split is
+    stratified and fixed (``random_state=SEED``).
+    """
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, x_val, y_train, y_val = train_test_split(
+        digits.images / 16.0,
+        digits.target,
+        test_size=VAL_FRACTION,
+        random_state=SEED,
+        stratify=digits.target,
+    )
+
+    def images(x: Any) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.float32).unsqueeze(1)
+
+    def labels(y: Any) -> torch.Tensor:
+        return torch.tensor(y, dtype=torch.int64)
+
+    return images(x_train), labels(y_train), images(x_val), labels(y_val)
+
+
+def build_model(width: int = WIDTH) -> torch.nn.Module:
+    """The demo CNN for 1x8x8 images and 10 classes.
+
+    Args:
+        width: Channels of the first 3x3 convolution; the second has ``2 * width``. A 2x2
+            max-pool and a linear layer over the 10 digit classes follow.
+
+    Returns:
+        An untrained ``torch.nn.Sequential``.
+    """
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(2 * width * 4 * 4, 10),
+    )
+
+
+def main(
+    store: str | os.PathLike[str] | None = None, epochs: int = 4, console: Console | None = None
+) -> str:
+    """Train the demo CNN on the digits, record the run, read it back and print a summary.
+
+    Args:
+        store: Store path or URI; ``None`` means ``$STEPSTORE_URI`` or ``./stepstore``.
+        epochs: Passes over the training set (at least 1).
+        console: A ``rich.console.Console`` to print to; a new one on standard output if None.
+
+    Returns:
+        The id of the recorded run.
+
+    Raises:
+        ModuleNotFoundError: PyTorch or scikit-learn is not installed (``name`` says which).
+        InvalidArgumentError: ``epochs`` is not a positive integer.
+    """
+    try:
+        import torch
+        from sklearn.datasets import load_digits  # noqa: F401 - checked here, used by load_split
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"the stepstore demo needs PyTorch and scikit-learn ({exc}); "
+            "install them with: pip install 'stepstore[demo]'",
+            name=exc.name,
+        ) from exc
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise InvalidArgumentError(f"epochs={epochs!r}: expected an integer >= 1")
+    console = Console() if console is None else console
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-for-bit the same losses on every machine and every run
+    try:
+        run_id, location = _train(store, epochs, console)
+    finally:
+        torch.set_num_threads(threads)
+    _report(location, run_id, console)
+    return run_id
+
+
+def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) -> tuple[str, str]:
+    """Record one training run; return its id and the store it went to."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(SEED)
+    x_train, y_train, x_val, y_val = load_split()
+    model = build_model(WIDTH)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=LR_STEP_EPOCHS, gamma=LR_GAMMA)
+    loss_fn = nn.CrossEntropyLoss()
+    shuffle = torch.Generator().manual_seed(SEED)
+    n_train = len(x_train)
+    per_epoch = math.ceil(n_train / BATCH_SIZE)
+    params = {
+        "lr": LR,
+        "batch_size": BATCH_SIZE,
+        "epochs": epochs,
+        "seed": SEED,
+        "model": {"arch": "cnn", "width": WIDTH},
+        "optimizer": {
+            "name": "adam",
+            "scheduler": {"name": "steplr", "step_size": LR_STEP_EPOCHS, "gamma": LR_GAMMA},
+        },
+        "data": {"name": "sklearn-digits", "train": n_train, "val": len(x_val)},
+    }
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("val acc {task.fields[val_acc]}"),
+        TimeElapsedColumn(),
+    )
+    with (
+        stepstore.init(
+            project=PROJECT,
+            name=f"cnn-w{WIDTH}-lr{LR:g}",
+            params=params,
+            tags=["demo"],
+            store=store,
+        ) as run,
+        Progress(*columns, console=console) as progress,
+    ):
+        run.policy("lr", stepstore.on_change("lr"))
+        run.policy("grad_norm", stepstore.every(GRAD_NORM_EVERY))
+        console.print(f"Recording run [bold]{run.name}[/] ({run.id}) into {escape(run.store)}")
+        task = progress.add_task("train", total=epochs * per_epoch, loss="-", val_acc="-")
+        step = 0
+        for epoch in range(epochs):
+            progress.update(task, description=f"epoch {epoch}")
+            model.train()
+            order = torch.randperm(n_train, generator=shuffle)
+            for batch in order.split(BATCH_SIZE):
+                lr = optimizer.param_groups[0]["lr"]
+                logits = model(x_train[batch])
+                loss = loss_fn(logits, y_train[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                grad_norm = nn.utils.get_total_norm(grads)
+                optimizer.step()
+                acc = (logits.argmax(1) == y_train[batch]).float().mean().item()
+                run.log(
+                    {"loss": loss.detach(), "acc": acc, "lr": lr, "grad_norm": grad_norm},
+                    step=step,
+                    epoch=epoch,
+                )
+                progress.update(task, advance=1, loss=f"{loss.item():.4f}")
+                step += 1
+            scheduler.step()
+            model.eval()
+            with torch.no_grad():
+                val_logits = model(x_val)
+                val_loss = loss_fn(val_logits, y_val).item()
+                val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
+            # The epoch's last step, so validation does not use up a step number of its own.
+            run.log({"val/loss": val_loss, "val/acc": val_acc}, step=step - 1, epoch=epoch)
+            progress.update(task, val_acc=f"{val_acc:.3f}")
+        return run.id, run.store
+
+
+def _number(value: float | None) -> str:
+    """A table cell for a summary value (``-`` when there is none)."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _report(location: str, run_id: str, console: Console) -> None:
+    """Read the run back through the query API and print what was recorded and where."""
+    with stepstore.open(location) as store:
+        r = store.run(run_id)
+        summary = r.summary
+        capture = r.capture.get("keys", {})
+        validation = r.scalars("val/*")
+        lr = r.scalars("lr")
+        view = r.scalars("loss", max_points=VIEW_POINTS)
+        backend = store.backend
+        where = backend.root.resolve() if isinstance(backend, SQLiteBackend) else None
+
+    table = Table(title=f"Run {r.name} ({r.id}): {r.status}")
+    for name in ("key", "policy", "count", "skipped", "last", "min", "max"):
+        table.add_column(name, justify="left" if name in ("key", "policy") else "right")
+    for key, stats in summary.items():
+        info = capture.get(key, {})
+        table.add_row(
+            key,
+            info.get("policy") or "every point",
+            str(stats["count"]),
+            str(info.get("skipped", 0)),
+            _number(stats["last"]),
+            _number(stats["min"]),
+            _number(stats["max"]),
+        )
+    console.print(table)
+
+    by_epoch: dict[int, dict[str, float]] = {}
+    for row in validation.itertuples(index=False):
+        by_epoch.setdefault(int(row.epoch), {})[str(row.key)] = row.value
+    val_keys = sorted({str(k) for k in validation["key"]})
+    val_table = Table(title="Validation per epoch", caption='r.scalars("val/*")')
+    val_table.add_column("epoch", justify="right")
+    for key in val_keys:
+        val_table.add_column(key, justify="right")
+    for epoch, values in sorted(by_epoch.items()):
+        val_table.add_row(str(epoch), *(_number(values.get(key)) for key in val_keys))
+    console.print(val_table)
+
+    changes = ", ".join(f"{v:g} at step {s}" for s, v in zip(lr["step"], lr["value"], strict=True))
+    console.print(
+        f'lr is recorded only when it changes (on_change("lr")): {len(lr)} of '
+        f"{summary['loss']['count']} steps: {changes}"
+    )
+    console.print(
+        f'A plot-sized view, r.scalars("loss", max_points={VIEW_POINTS}), keeps {len(view)} of '
+        f"{summary['loss']['count']} points (min/max-preserving: spikes stay visible)"
+    )
+    if where is None:
+        console.print(f"Stored in {escape(location)}", soft_wrap=True)
+        store_arg = location
+    else:
+        console.print(
+            f"Stored in {escape(str(where))} (SQLite database {escape(str(where / DB_NAME))})",
+            soft_wrap=True,
+        )
+        store_arg = str(where)
+    flag = f"--store {shlex.quote(store_arg)}"
+    console.print("Next:")
+    for command in (
+        f"stepstore runs {flag}",
+        f"stepstore show {run_id} {flag}",
+        f"stepstore export {run_id} --format csv -o loss.csv {flag}",
+    ):
+        console.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
+
+
+__all__ = ["build_model", "load_split", "main"]

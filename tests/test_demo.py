@@ -1,0 +1,176 @@
+"""The demo (``stepstore demo``): a real CNN training run recorded and read back."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import stepstore as ss
+
+from .conftest import run_python
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from stepstore import demo  # noqa: E402 - only once torch and sklearn are known to be there
+
+EPOCHS = 2
+
+
+class Recorded(NamedTuple):
+    store: Path
+    run_id: str
+    view: ss.RunView
+    output: str
+    per_epoch: int
+    threads: int
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
+    """One demo run of ``EPOCHS`` epochs, shared by the tests of this module."""
+    store = tmp_path_factory.mktemp("demo") / "store"
+    console = Console(file=io.StringIO(), width=100)
+    threads = torch.get_num_threads()
+    run_id = demo.main(store=store, epochs=EPOCHS, console=console)
+    with ss.open(store) as opened:
+        view = opened.run(run_id)
+        per_epoch = math.ceil(view.params["data"]["train"] / demo.BATCH_SIZE)
+        yield Recorded(store, run_id, view, console.file.getvalue(), per_epoch, threads)
+
+
+def test_run_is_finished_with_its_metadata(recorded: Recorded) -> None:
+    view = recorded.view
+    assert view.id == recorded.run_id
+    assert view.status == "finished"
+    assert view.project == "digits-demo"
+    assert view.tags == ["demo"]
+    assert view.params["epochs"] == EPOCHS
+    assert view.params["batch_size"] == demo.BATCH_SIZE
+    assert view.params["model"]["width"] == demo.WIDTH
+    assert view.params["data"]["train"] + view.params["data"]["val"] == 1797
+    assert view.keys() == ["acc", "grad_norm", "loss", "lr", "val/acc", "val/loss"]
+
+
+def test_every_iteration_is_recorded_in_order(recorded: Recorded) -> None:
+    iterations = EPOCHS * recorded.per_epoch
+    expected_epochs = np.repeat(np.arange(EPOCHS), recorded.per_epoch).tolist()
+    for key in ("loss", "acc"):
+        df = recorded.view.scalars(key)
+        assert df["step"].tolist() == list(range(iterations)), key
+        assert df["epoch"].tolist() == expected_epochs, key
+        assert recorded.view.capture["keys"][key]["skipped"] == 0
+
+
+def test_validation_has_one_point_per_epoch_at_its_last_step(recorded: Recorded) -> None:
+    df = recorded.view.scalars("val/*")
+    for key in ("val/acc", "val/loss"):
+        points = df[df["key"] == key]
+        assert points["epoch"].tolist() == list(range(EPOCHS)), key
+        assert points["step"].tolist() == [
+            (epoch + 1) * recorded.per_epoch - 1 for epoch in range(EPOCHS)
+        ], key
+    accuracy = df[df["key"] == "val/acc"]["value"]
+    assert ((accuracy >= 0) & (accuracy <= 1)).all()
+    assert accuracy.iloc[-1] > 0.9  # the digits are easy: a working CNN gets there in 2 epochs
+
+
+def test_lr_is_recorded_exactly_where_the_schedule_changes_it(recorded: Recorded) -> None:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=demo.LR)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=demo.LR_STEP_EPOCHS, gamma=demo.LR_GAMMA
+    )
+    expected, step = [], 0
+    for _ in range(EPOCHS):
+        for _ in range(recorded.per_epoch):
+            lr = optimizer.param_groups[0]["lr"]
+            if not expected or lr != expected[-1][1]:
+                expected.append((step, lr))
+            step += 1
+        optimizer.step()
+        scheduler.step()
+    df = recorded.view.scalars("lr")
+    assert list(zip(df["step"], df["value"], strict=True)) == expected
+    assert len(expected) == EPOCHS  # the schedule does change lr during training
+    capture = recorded.view.capture["keys"]["lr"]
+    assert capture == {
+        "policy": "on_change('lr')",
+        "recorded": len(expected),
+        "skipped": step - len(expected),
+    }
+
+
+def test_grad_norm_is_recorded_every_10_steps(recorded: Recorded) -> None:
+    iterations = EPOCHS * recorded.per_epoch
+    df = recorded.view.scalars("grad_norm")
+    assert df["step"].tolist() == list(range(0, iterations, demo.GRAD_NORM_EVERY))
+    assert (df["value"] > 0).all()
+    assert recorded.view.capture["keys"]["grad_norm"]["skipped"] == iterations - len(df)
+
+
+def test_loss_is_finite_and_falls(recorded: Recorded) -> None:
+    df = recorded.view.scalars("loss")
+    assert np.isfinite(df["value"]).all()
+    by_epoch = df.groupby("epoch")["value"].mean()
+    assert by_epoch.iloc[-1] < by_epoch.iloc[0]
+
+
+def test_first_loss_equals_a_recomputation(recorded: Recorded) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(demo.SEED)
+        x_train, y_train, _, _ = demo.load_split()
+        model = demo.build_model(demo.WIDTH)
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(demo.SEED))
+        batch = order[: demo.BATCH_SIZE]
+        with torch.no_grad():
+            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
+    finally:
+        torch.set_num_threads(threads)
+    assert recorded.view.scalars("loss", steps=0)["value"].tolist() == [loss.item()]
+
+
+def test_output_tells_where_the_data_lives_and_what_to_run(recorded: Recorded) -> None:
+    output = recorded.output
+    where = recorded.store.resolve()
+    assert str(where) in output
+    assert str(where / "stepstore.db") in output
+    assert f"stepstore show {recorded.run_id} --store {where}" in output
+    assert f"stepstore export {recorded.run_id} --format csv -o loss.csv" in output
+    for shown in ("val/acc", "grad_norm", "on_change('lr')", "max_points=2000"):
+        assert shown in output
+
+
+def test_main_leaves_torch_threads_as_they_were(recorded: Recorded) -> None:
+    assert torch.get_num_threads() == recorded.threads
+
+
+def test_bad_epochs_is_rejected_before_anything_is_recorded(tmp_path: Path) -> None:
+    with pytest.raises(ss.InvalidArgumentError, match="epochs=0"):
+        demo.main(store=tmp_path / "store", epochs=0, console=Console(file=io.StringIO()))
+    assert not (tmp_path / "store").exists()
+
+
+def test_module_imports_without_torch_and_main_says_what_to_install() -> None:
+    result = run_python(
+        """
+        import sys
+        sys.modules["torch"] = None
+        from stepstore import demo
+        try:
+            demo.main(store="unused")
+        except ModuleNotFoundError as exc:  # what the CLI catches, naming the module
+            print(exc.name, exc)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("torch ")
+    assert "pip install 'stepstore[demo]'" in result.stdout
