@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..backends.base import Backend, Problem, RunRecord, SeriesRecord
 from ..errors import InvalidArgumentError, NotFoundError
 from ..series.chunk import Columns
+from .arrow import points_schema, points_table
 from .scalars import _range, read_series, to_frame
 
 if TYPE_CHECKING:
@@ -201,29 +202,8 @@ class Store:
                 frame = view.scalars(keys)
             except NotFoundError:
                 continue
-            frame.insert(0, "run", view.name)
-            frame.insert(0, "project", view.project)
-            frame.insert(0, "run_id", view.id)
-            tables.append(pa.Table.from_pandas(frame, preserve_index=False))
-        if not tables:
-            return pa.table(
-                {
-                    "run_id": pa.array([], pa.string()),
-                    "project": pa.array([], pa.string()),
-                    "run": pa.array([], pa.string()),
-                    "key": pa.array([], pa.string()),
-                    "step": pa.array([], pa.int64()),
-                    "epoch": pa.array([], pa.int64()),
-                    "time": pa.array([], pa.timestamp("us", tz="UTC")),
-                    "value": pa.array([], pa.float64()),
-                }
-            )
-        return pa.concat_tables(
-            [
-                t.cast(t.schema.set(t.schema.get_field_index("key"), pa.field("key", pa.string())))
-                for t in tables
-            ]
-        )
+            tables.append(points_table(view, frame))
+        return pa.concat_tables(tables) if tables else points_schema().empty_table()
 
     def duckdb(
         self, connection: Any = None, where: str | None = None, project: str | None = None

@@ -1,0 +1,49 @@
+"""Scalar points as Arrow tables: one schema shared by ``Store.to_arrow`` and Parquet export."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from .views import RunView
+
+
+def points_schema() -> pa.Schema:
+    """``run_id, project, run, key, step, epoch, time (µs, UTC), value``."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("project", pa.string()),
+            ("run", pa.string()),
+            ("key", pa.string()),
+            ("step", pa.int64()),
+            ("epoch", pa.int64()),
+            ("time", pa.timestamp("us", tz="UTC")),
+            ("value", pa.float64()),
+        ]
+    )
+
+
+def points_table(view: RunView, frame: pd.DataFrame) -> pa.Table:
+    """One run's points (a frame from ``RunView.scalars``) as a table of :func:`points_schema`."""
+    import pyarrow as pa
+
+    count = len(frame)
+    return pa.table(
+        {
+            "run_id": pa.array([view.id] * count, pa.string()),
+            "project": pa.array([view.project] * count, pa.string()),
+            "run": pa.array([view.name] * count, pa.string()),
+            "key": pa.array(frame["key"]).cast(pa.string()),
+            "step": pa.array(frame["step"].to_numpy(), pa.int64()),
+            "epoch": pa.array(frame["epoch"], pa.int64()),
+            "time": pa.array(frame["time"], pa.timestamp("us", tz="UTC")),
+            "value": pa.array(frame["value"].to_numpy(), pa.float64()),
+        },
+        schema=points_schema(),
+    )
