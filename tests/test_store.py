@@ -266,12 +266,18 @@ def test_exported_names_are_the_documented_ones():
         "NotAStoreError",
         "SchemaVersionError",
         "UnknownSchemeError",
+        "Image",
+        "image_grid",
+        "TensorSeries",
         "__version__",
     }
     assert set(ss.__all__) == documented
     for name in ss.__all__:
         assert hasattr(ss, name)
     for name in documented - {
+        "Image",
+        "image_grid",
+        "TensorSeries",
         "__version__",
         "init",
         "open",

@@ -27,11 +27,14 @@ from .errors import (
 from .policies import Policy, at, every, every_epoch, first, log_spaced, on_change, window
 from .query import RunView, Store, open  # noqa: A004 - the documented API name
 from .run import Run, init
+from .tensors.images import Image, image_grid
+from .tensors.series import TensorSeries
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FilterSyntaxError",
+    "Image",
     "InvalidArgumentError",
     "InvalidValueError",
     "KindMismatchError",
@@ -46,6 +49,7 @@ __all__ = [
     "StepstoreError",
     "Store",
     "StoreError",
+    "TensorSeries",
     "UnknownSchemeError",
     "WriterError",
     "__version__",
@@ -53,6 +57,7 @@ __all__ = [
     "every",
     "every_epoch",
     "first",
+    "image_grid",
     "init",
     "log_spaced",
     "on_change",

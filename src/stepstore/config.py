@@ -28,6 +28,8 @@ class Config:
             (``$STEPSTORE_FSYNC``, ``0`` or ``1``).
         stale_after: Seconds without a heartbeat after which a ``running`` run is shown
             as ``crashed`` (``$STEPSTORE_STALE_AFTER``).
+        tensor_queue_bytes: Bytes of staged tensors and images the array writer may hold;
+            beyond it ``log()`` waits (``$STEPSTORE_TENSOR_QUEUE_BYTES``).
     """
 
     store: str = DEFAULT_STORE
@@ -37,6 +39,7 @@ class Config:
     on_error: str = "raise"
     fsync: bool = True
     stale_after: float = 60.0
+    tensor_queue_bytes: int = 256 << 20
 
     def __post_init__(self) -> None:
         if not self.flush_interval > 0:
@@ -53,6 +56,10 @@ class Config:
             )
         if self.on_error not in ("raise", "warn"):
             raise InvalidArgumentError(f"on_error={self.on_error!r}: expected 'raise' or 'warn'")
+        if self.tensor_queue_bytes < 1 << 20:
+            raise InvalidArgumentError(
+                f"tensor_queue_bytes={self.tensor_queue_bytes!r}: expected at least 1048576"
+            )
         if not self.stale_after > 0:
             raise InvalidArgumentError(
                 f"stale_after={self.stale_after!r}: expected a positive number of seconds"
@@ -67,6 +74,7 @@ _ENV = {
     "on_error": "STEPSTORE_ON_ERROR",
     "fsync": "STEPSTORE_FSYNC",
     "stale_after": "STEPSTORE_STALE_AFTER",
+    "tensor_queue_bytes": "STEPSTORE_TENSOR_QUEUE_BYTES",
 }
 
 

@@ -16,6 +16,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .backends import open_backend
@@ -25,14 +26,20 @@ from .environment import describe
 from .errors import (
     InvalidArgumentError,
     InvalidValueError,
+    KindMismatchError,
     RunStateError,
     StepOrderError,
     WriterError,
 )
 from .journal import RECORD, Journal
-from .policies import Check, KeyState, Policy
+from .policies import Check, KeyState, Policy, log_spaced
 from .recovery import recover_orphans
 from .series.chunk import NO_EPOCH
+from .tensors.images import Image
+from .tensors.location import ArrayLocation
+from .tensors.reduce import Reduction
+from .tensors.staging import is_array, stage
+from .tensors.writer import ArrayWriter, record_json
 from .values import DEFER, to_scalar
 from .writer import Cursor, SeriesSink, Writer
 
@@ -40,6 +47,7 @@ _OPEN, _FINISHED, _FORKED = "open", "finished", "forked"
 _MAX_STEP = 2**63 - 1
 _MAX_KEY = 1024
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
+_RAW = Reduction()
 
 _ADJECTIVES = (
     "amber",
@@ -111,6 +119,14 @@ def _check_key(key: Any) -> str:
     return key
 
 
+def _kind_of(value: Any) -> str:
+    if isinstance(value, Image) or (
+        isinstance(value, (list, tuple)) and value and all(isinstance(v, Image) for v in value)
+    ):
+        return "image"
+    return "tensor" if is_array(value) else "scalar"
+
+
 def _check_count(name: str, value: Any, maximum: int = _MAX_STEP) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise InvalidArgumentError(
@@ -146,7 +162,11 @@ class Run:
         self._when: dict[Policy, tuple[Check, tuple[str, ...]]] = {}
         self._step = 0
         self._epoch: int | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._array_store = record.array_store or backend.default_array_store
+        self._array_writer: ArrayWriter | None = None
+        self._reductions: list[tuple[str, Reduction]] = []
+        self._budgets: list[dict[str, Any]] = []
         if resumed:
             self._restore_keys()
         self._cursor = Cursor(record.journal_seq)
@@ -268,7 +288,7 @@ class Run:
         stamp = time.time()
         stored_epoch = NO_EPOCH if epoch is None else epoch
         accepted = []
-        deferred = None
+        deferred = arrays = None
         for key, value in values.items():
             state = keys.get(key)
             if state is None:
@@ -282,6 +302,12 @@ class Run:
             check = state.check if check_for is None else check_for
             if check is not None and not check(step, epoch, state):
                 state.rejected += 1
+                continue
+            if state.kind != "scalar":
+                if arrays is None:
+                    arrays = []
+                arrays.append(self._array_job(state, value, step, stored_epoch, stamp))
+                accepted.append(state)
                 continue
             if type(value) is not float:
                 converted = to_scalar(key, value)
@@ -312,17 +338,198 @@ class Run:
         if deferred:
             self._writer.deferred.extend(deferred)
         self._seq = cursor.written = seq
+        if arrays:
+            for job, nbytes in arrays:
+                self._submit(job, nbytes)
 
-    def _new_key(self, key: str, value: Any) -> KeyState:
-        with self._lock:
-            _check_key(key)
+    def _new_key(self, key: str, value: Any, kind: str | None = None) -> KeyState:
+        _check_key(key)
+        if kind is None:
+            kind = _kind_of(value)
+        if kind == "scalar":
             to_scalar(key, value)  # a key's first value must be valid before it is registered
-            state = KeyState(len(self._key_list), key, "scalar")
-            self._bind(state)
-            self._journal.add_key(state.id, key, state.kind)
-            self._key_list.append((key, state.kind))
-            self._keys[key] = state
+        with self._lock:
+            state = self._keys.get(key)
+            if state is None:
+                state = KeyState(len(self._key_list), key, kind)
+                self._bind(state)
+                self._journal.add_key(state.id, key, state.kind)
+                self._key_list.append((key, state.kind))
+                self._keys[key] = state
             return state
+
+    # -- tensors, images, records, artifacts ----------------------------------------------
+
+    def _arrays(self) -> ArrayWriter:
+        if self._array_writer is None:
+            with self._lock:
+                if self._array_writer is None:
+                    self._array_writer = ArrayWriter(
+                        self._backend,
+                        self.id,
+                        ArrayLocation(self._array_store),
+                        self._config.flush_interval,
+                        self._config.tensor_queue_bytes,
+                        self._config.fsync,
+                        self._emit_scalar,
+                    )
+        return self._array_writer
+
+    def _submit(self, job: tuple[Any, ...], nbytes: int) -> None:
+        writer = self._arrays()
+        if writer.error is not None:
+            self._writer_failed(writer)
+        writer.submit(job, nbytes)
+
+    def _array_job(
+        self, state: KeyState, value: Any, step: int, epoch: int, stamp: float
+    ) -> tuple[tuple[Any, ...], int]:
+        """Stage a tensor or image value of ``state``'s key (the copy the caller pays for)."""
+        key = state.key
+        if state.kind == "tensor":
+            if not is_array(value):
+                raise KindMismatchError(
+                    f"key {key!r} holds tensors; got {type(value).__name__} {value!r:.60} "
+                    "(log scalars under their own key)"
+                )
+            reduction = self._reduction_for(key)
+            staged = stage(key, value, self._arrays().pool)
+            nbytes = staged.array.nbytes if hasattr(staged.array, "nbytes") else 0
+            self._charge_budget(state, nbytes, step)
+            return ("tensor", key, step, epoch, stamp, staged, reduction), nbytes
+        images = value if isinstance(value, (list, tuple)) else [value]
+        if not images or not all(isinstance(i, Image) for i in images):
+            raise KindMismatchError(
+                f"key {key!r} holds images; got {type(value).__name__} (expected "
+                "stepstore.Image or a list of them)"
+            )
+        pixels = [(i.array, i.caption) for i in images]
+        nbytes = sum(array.nbytes for array, _ in pixels)
+        self._charge_budget(state, nbytes, step)
+        return ("image", key, step, epoch, stamp, pixels), nbytes
+
+    def _emit_scalar(self, key: str, step: int, epoch: int, stamp: float, value: float) -> None:
+        """Record a scalar derived on a writer thread (tensor statistics)."""
+        state = self._keys.get(key) or self._new_key(key, value, "scalar")
+        self._writer.deferred.append(
+            (2 * self._cursor.written + 1, state.id, step, epoch, stamp, value)
+        )
+
+    def reduce(
+        self,
+        pattern: str,
+        how: str | None = None,
+        *,
+        dtype: str | None = None,
+        sample: int | None = None,
+        bins: int = 64,
+    ) -> Run:
+        """Record the tensors of keys matching ``pattern`` in a cheaper form (later wins).
+
+        Args:
+            pattern: Key glob, e.g. ``"activations/*"``.
+            how: ``None``/``"raw"`` keeps tensors; ``"stats"`` keeps the scalar series
+                ``KEY/mean|std|min|max|norm|zeros``; ``"histogram"`` keeps
+                ``KEY/histogram`` counts and ``KEY/histogram_edges``.
+            dtype: ``"float16"`` stores floating tensors at half precision (lossy).
+            sample: Keep only this many elements, chosen once; their flat indices are the
+                tensor ``KEY/sample_index``.
+            bins: Histogram bins.
+        """
+        self._require_open()
+        if not isinstance(pattern, str) or not pattern:
+            raise InvalidArgumentError(f"pattern={pattern!r}: expected a non-empty glob string")
+        self._reductions.append((pattern, Reduction(how, dtype, sample, bins)))
+        return self
+
+    def _reduction_for(self, key: str) -> Reduction:
+        for pattern, reduction in reversed(self._reductions):
+            if fnmatch.fnmatchcase(key, pattern):
+                return reduction
+        return _RAW
+
+    def budget(self, nbytes: int, keys: str = "*") -> Run:
+        """Cap the bytes recorded for tensors and images of keys matching ``keys``.
+
+        Once the group has used its budget, its keys are thinned to log-spaced steps
+        (0, 1, 2, 4, 8, ...); a warning says so and the run's capture metadata records when.
+        """
+        self._require_open()
+        nbytes = _check_count("bytes", nbytes)
+        if not isinstance(keys, str) or not keys:
+            raise InvalidArgumentError(f"keys={keys!r}: expected a non-empty glob string")
+        self._budgets.append({"keys": keys, "bytes": nbytes, "used": 0, "thinned_at": None})
+        return self
+
+    def _charge_budget(self, state: KeyState, nbytes: int, step: int) -> None:
+        for budget in self._budgets:
+            if not fnmatch.fnmatchcase(state.key, budget["keys"]):
+                continue
+            budget["used"] += nbytes
+            if budget["thinned_at"] is None and budget["used"] > budget["bytes"]:
+                budget["thinned_at"] = step
+                thin = log_spaced()
+                self._bindings.append((budget["keys"], thin))
+                for other in self._keys.values():
+                    if fnmatch.fnmatchcase(other.key, budget["keys"]):
+                        policy = thin if other.policy is None else other.policy & thin
+                        other.policy, other.check = policy, policy.compile(self._latest)
+                warnings.warn(
+                    f"stepstore: keys {budget['keys']!r} used {budget['used']} of their "
+                    f"{budget['bytes']}-byte budget at step {step}; recording them at "
+                    "log-spaced steps from now on",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+
+    def log_record(
+        self, key: str, record: Mapping[str, Any], step: int | None = None, epoch: int | None = None
+    ) -> None:
+        """Store a JSON record (any dict of JSON-like values) under ``key`` at a step.
+
+        ``step`` and ``epoch`` default as in :meth:`log`. Records are durable within the
+        flush interval and read back with ``RunView.records(key)``.
+        """
+        self._require_open()
+        if not isinstance(record, Mapping):
+            raise InvalidValueError(f"key {key!r}: record {record!r:.60} is not a dict")
+        state = self._keys.get(key) or self._new_key(key, record, "record")
+        if state.kind != "record":
+            raise KindMismatchError(f"key {key!r} holds {state.kind} values; got a record")
+        data = record_json(key, dict(record))
+        step, epoch = self._next_position(step, epoch)
+        if step < state.last_step and not self._allow_rewind:
+            raise StepOrderError(
+                f"key {key!r}: step {step} is below its last recorded step {state.last_step}"
+            )
+        state.last_step, state.count = step, state.count + 1
+        self._submit(
+            ("record", key, step, NO_EPOCH if epoch is None else epoch, time.time(), data),
+            len(data),
+        )
+
+    def _next_position(self, step: int | None, epoch: int | None) -> tuple[int, int | None]:
+        step = self._step if step is None else _check_count("step", step)
+        self._step = max(self._step, step + 1)
+        if epoch is not None:
+            self._epoch = _check_count("epoch", epoch)
+        return step, self._epoch
+
+    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> str:
+        """Store a file (a checkpoint, a config) with the run; returns its name.
+
+        The file is copied by the writer thread (with its size and SHA-256), so it must not
+        change until ``flush()`` or ``finish()`` returns.
+        """
+        self._require_open()
+        source = Path(os.fspath(path))
+        if not source.is_file():
+            raise InvalidArgumentError(f"path={str(source)!r}: not a file")
+        name = name or source.name
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise InvalidArgumentError(f"name={name!r}: expected a file name without '/'")
+        self._submit(("artifact", name, str(source)), source.stat().st_size)
+        return name
 
     def _update_latest(self, values: Mapping[str, Any]) -> None:
         for trigger in self._triggers:
@@ -389,8 +596,9 @@ class Run:
             "(stepstore.init(..., resume=RUN_ID) continues it)"
         )
 
-    def _writer_failed(self) -> None:
-        error = self._writer.error
+    def _writer_failed(self, writer: Writer | ArrayWriter | None = None) -> None:
+        writer = writer or self._writer
+        error = writer.error
         if self._config.on_error == "warn":
             warnings.warn(
                 f"stepstore writer for run {self.id}: {error}; points stay in the journal and "
@@ -398,7 +606,7 @@ class Run:
                 RuntimeWarning,
                 stacklevel=3,
             )
-            self._writer.error = None
+            writer.error = None
             return
         raise WriterError(
             f"the writer of run {self.id} failed: {error}; logged points are kept in the "
@@ -408,12 +616,19 @@ class Run:
     def flush(self) -> None:
         """Block until everything logged so far is in the store."""
         self._require_open()
+        if self._array_writer is not None:
+            self._array_writer.flush()
         self._writer.flush()
 
     def capture_info(self) -> dict[str, Any]:
         """Which policy governs each key and how many points it kept and skipped."""
         return {
             "bindings": [{"pattern": p, "policy": repr(w)} for p, w in self._bindings],
+            "reductions": [
+                {"pattern": p, "how": r.how, "dtype": r.dtype, "sample": r.sample}
+                for p, r in self._reductions
+            ],
+            "budgets": [dict(b) for b in self._budgets],
             "keys": {
                 key: {
                     "policy": repr(s.policy) if s.policy is not None else None,
@@ -426,12 +641,13 @@ class Run:
 
     def writer_info(self) -> dict[str, Any]:
         """Writer counters: flushes, points written, and how often ``log`` had to wait."""
-        w = self._writer
+        w, a = self._writer, self._array_writer
         return {
             "flushes": w.flushes,
             "points": w.points,
-            "waits": w.waits,
-            "wait_seconds": round(w.wait_seconds, 6),
+            "waits": w.waits + (a.waits if a else 0),
+            "wait_seconds": round(w.wait_seconds + (a.wait_seconds if a else 0.0), 6),
+            "array_bytes": a.bytes_written if a else 0,
             "flush_interval": self._config.flush_interval,
         }
 
@@ -454,6 +670,8 @@ class Run:
         self._state = _FINISHED
         _live_runs.discard(self)
         try:
+            if self._array_writer is not None:
+                self._array_writer.stop()
             self._writer.stop()
         except BaseException as exc:
             self._record.status = "crashed"
@@ -502,6 +720,7 @@ def init(
     store: str | os.PathLike[str] | None = None,
     resume: str | None = None,
     *,
+    array_store: str | os.PathLike[str] | None = None,
     allow_rewind: bool = False,
     flush_interval: float | None = None,
     on_error: str | None = None,
@@ -516,6 +735,8 @@ def init(
         tags: Free-form labels.
         store: Store path or URI; ``None`` means ``$STEPSTORE_URI`` or ``./stepstore``.
         resume: Id or name of a run to continue; its steps go on from the last recorded one.
+        array_store: Where tensors, images and artifacts go (a path or fsspec URL); the
+            store's ``arrays/`` directory by default. Recorded with the run.
         allow_rewind: Allow a key to be logged at a step below its last recorded step.
         flush_interval: Seconds between writer flushes (default 1).
         on_error: ``"raise"`` (default) or ``"warn"`` for writer errors.
@@ -562,6 +783,7 @@ def init(
         heartbeat=time.time(),
         params=_plain(dict(params or {})),
         tags=list(dict.fromkeys(tags or ())),
+        array_store=None if array_store is None else os.fspath(array_store),
         **info,
     )
     backend.create_run(record)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidValueError
+from .errors import InvalidValueError, KindMismatchError
 
 #: Returned by a converter for a 0-d tensor on an accelerator: resolved by the writer.
 DEFER = object()
@@ -61,10 +61,10 @@ def _from_ndarray(key: str, value: np.ndarray) -> float:
     return _from_numpy_scalar(key, value[()])
 
 
-def _array_error(key: str, shape: Any) -> InvalidValueError:
-    return InvalidValueError(
-        f"key {key!r}: got an array of shape {tuple(shape)}; this version of stepstore "
-        "records scalars (0-d values) only; reduce it (e.g. .mean()) or log its elements"
+def _array_error(key: str, shape: Any) -> KindMismatchError:
+    return KindMismatchError(
+        f"key {key!r} holds scalars; got an array of shape {tuple(shape)} (log tensors "
+        "under their own key)"
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
+from ..tensors.index import ChunkIndex, Segment
 
 RUN_STATUSES = ("running", "finished", "crashed", "incomplete", "failed")
 
@@ -42,6 +43,7 @@ class RunRecord:
     capture: dict[str, Any] = field(default_factory=dict)
     writer: dict[str, Any] = field(default_factory=dict)
     journal_seq: int = 0
+    array_store: str | None = None
 
 
 @dataclass
@@ -68,6 +70,58 @@ class ChunkRow:
     stats: bytes
     data: bytes | None
     checksum: int
+
+
+@dataclass(frozen=True)
+class RecordRow:
+    """One JSON record of a record series."""
+
+    series_id: int
+    step: int
+    epoch: int | None
+    time: int
+    data: str
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """One image (a PNG file in the array store) of an image series."""
+
+    series_id: int
+    step: int
+    position: int
+    epoch: int | None
+    time: int
+    caption: str | None
+    path: str
+    size: int
+    checksum: int
+
+
+@dataclass(frozen=True)
+class ArtifactRow:
+    """One stored file of a run, with its size and SHA-256."""
+
+    run_id: str
+    name: str
+    path: str
+    size: int
+    sha256: str
+    created: float
+
+
+@dataclass
+class ArrayBatch:
+    """Index rows of array-store data written since the last flush, committed together."""
+
+    segments: list[Segment] = field(default_factory=list)
+    chunks: list[ChunkIndex] = field(default_factory=list)
+    records: list[RecordRow] = field(default_factory=list)
+    images: list[ImageRow] = field(default_factory=list)
+    artifacts: list[ArtifactRow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.segments or self.chunks or self.records or self.images or self.artifacts)
 
 
 @dataclass
@@ -118,6 +172,11 @@ class Backend(ABC):
     @abstractmethod
     def journal_dir(self) -> Path:
         """Local directory where this process keeps run journals for this store."""
+
+    @property
+    @abstractmethod
+    def default_array_store(self) -> str | None:
+        """Where runs keep tensors, images and artifacts unless given ``array_store=``."""
 
     @abstractmethod
     def create_run(self, run: RunRecord) -> None:
@@ -171,6 +230,26 @@ class Backend(ABC):
         with_data: bool = True,
     ) -> list[ChunkRow]:
         """Chunks of a series overlapping the inclusive step and epoch ranges, in order."""
+
+    @abstractmethod
+    def commit_arrays(self, batch: ArrayBatch) -> None:
+        """Write tensor index rows, records, image and artifact rows in one transaction."""
+
+    @abstractmethod
+    def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
+        """Segments and chunk index rows of a tensor series, in order."""
+
+    @abstractmethod
+    def records(self, series_id: int) -> list[RecordRow]:
+        """Records of a record series in step order."""
+
+    @abstractmethod
+    def images(self, series_id: int) -> list[ImageRow]:
+        """Images of an image series in step order."""
+
+    @abstractmethod
+    def artifacts(self, run_id: str) -> list[ArtifactRow]:
+        """Artifacts of a run by name."""
 
     @abstractmethod
     def check(self) -> list[Problem]:

@@ -23,7 +23,19 @@ from ..errors import InvalidArgumentError, NotAStoreError, NotFoundError, Schema
 from ..series import chunk as chunk_codec
 from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
-from .base import Backend, ChunkRow, Problem, RunRecord, SeriesRecord, flatten_params
+from ..tensors.index import ChunkIndex, Segment
+from .base import (
+    ArrayBatch,
+    ArtifactRow,
+    Backend,
+    ChunkRow,
+    ImageRow,
+    Problem,
+    RecordRow,
+    RunRecord,
+    SeriesRecord,
+    flatten_params,
+)
 
 DB_NAME = "stepstore.db"
 
@@ -89,12 +101,63 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (series_id, seq))""",
         "CREATE INDEX chunks_steps ON chunks (series_id, last_step)",
     ],
+    [
+        "ALTER TABLE runs ADD COLUMN array_store TEXT",
+        """CREATE TABLE tensor_segments (
+            series_id INTEGER NOT NULL REFERENCES series (id),
+            segment INTEGER NOT NULL,
+            shape TEXT NOT NULL,
+            dtype TEXT NOT NULL,
+            chunk_steps INTEGER NOT NULL,
+            codec TEXT NOT NULL,
+            path TEXT NOT NULL,
+            PRIMARY KEY (series_id, segment))""",
+        """CREATE TABLE tensor_chunks (
+            series_id INTEGER NOT NULL REFERENCES series (id),
+            segment INTEGER NOT NULL,
+            chunk INTEGER NOT NULL,
+            first_step INTEGER NOT NULL,
+            last_step INTEGER NOT NULL,
+            count INTEGER NOT NULL,
+            sealed INTEGER NOT NULL,
+            steps BLOB NOT NULL,
+            epochs BLOB NOT NULL,
+            times BLOB NOT NULL,
+            checksums BLOB NOT NULL,
+            PRIMARY KEY (series_id, segment, chunk))""",
+        """CREATE TABLE records (
+            series_id INTEGER NOT NULL REFERENCES series (id),
+            step INTEGER NOT NULL,
+            epoch INTEGER,
+            time INTEGER NOT NULL,
+            data TEXT NOT NULL)""",
+        "CREATE INDEX records_steps ON records (series_id, step)",
+        """CREATE TABLE images (
+            series_id INTEGER NOT NULL REFERENCES series (id),
+            step INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            epoch INTEGER,
+            time INTEGER NOT NULL,
+            caption TEXT,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            checksum INTEGER NOT NULL,
+            PRIMARY KEY (series_id, step, position))""",
+        """CREATE TABLE artifacts (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (run_id, name))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = (
     "id, project, name, status, created, ended, heartbeat, host, pid, git_commit, "
-    "params, tags, env, capture, writer, journal_seq"
+    "params, tags, env, capture, writer, journal_seq, array_store"
 )
 _JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
 _UPDATABLE = {"status", "ended", "heartbeat", "capture", "writer", "journal_seq"}
@@ -176,6 +239,10 @@ class SQLiteBackend(Backend):
     @property
     def journal_dir(self) -> Path:
         return self.root / "journal"
+
+    @property
+    def default_array_store(self) -> str:
+        return str(self.root / "arrays")
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -284,7 +351,7 @@ class SQLiteBackend(Backend):
                 count,
                 lo,
                 hi,
-                float("nan") if count and last is None else last,
+                float("nan") if kind == "scalar" and count and last is None else last,
                 first_step,
                 last_step,
             )
@@ -399,6 +466,144 @@ class SQLiteBackend(Backend):
             clause += " AND max_epoch >= ? AND min_epoch <= ?"
             args += [epochs[0], epochs[1]]
         return self._chunk_rows(clause + " ORDER BY seq", args, with_data)
+
+    # -- arrays, records, images, artifacts ---------------------------------------------------
+
+    def commit_arrays(self, batch: ArrayBatch) -> None:
+        with self._write():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO tensor_segments (series_id, segment, shape, dtype, "
+                "chunk_steps, codec, path) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        g.series_id,
+                        g.segment,
+                        json.dumps(list(g.shape)),
+                        g.dtype,
+                        g.chunk_steps,
+                        g.codec,
+                        g.path,
+                    )
+                    for g in batch.segments
+                ],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO tensor_chunks (series_id, segment, chunk, first_step, "
+                "last_step, count, sealed, steps, epochs, times, checksums) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        c.series_id,
+                        c.segment,
+                        c.chunk,
+                        c.first_step,
+                        c.last_step,
+                        c.count,
+                        int(c.sealed),
+                        c.steps,
+                        c.epochs,
+                        c.times,
+                        c.checksums,
+                    )
+                    for c in batch.chunks
+                ],
+            )
+            self._db.executemany(
+                "INSERT INTO records (series_id, step, epoch, time, data) VALUES (?, ?, ?, ?, ?)",
+                [(r.series_id, r.step, r.epoch, r.time, r.data) for r in batch.records],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO images (series_id, step, position, epoch, time, caption, "
+                "path, size, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        i.series_id,
+                        i.step,
+                        i.position,
+                        i.epoch,
+                        i.time,
+                        i.caption,
+                        i.path,
+                        i.size,
+                        i.checksum,
+                    )
+                    for i in batch.images
+                ],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO artifacts (run_id, name, path, size, sha256, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(a.run_id, a.name, a.path, a.size, a.sha256, a.created) for a in batch.artifacts],
+            )
+            counts: dict[int, list[int]] = {}
+            for c in batch.chunks:
+                counts.setdefault(c.series_id, []).extend((c.first_step, c.last_step))
+            for r in (*batch.records, *batch.images):
+                counts.setdefault(r.series_id, []).append(r.step)
+            for series_id, steps in counts.items():
+                self._db.execute(
+                    "UPDATE series SET last_step = MAX(COALESCE(last_step, ?), ?), "
+                    "first_step = MIN(COALESCE(first_step, ?), ?) WHERE id = ?",
+                    (max(steps), max(steps), min(steps), min(steps), series_id),
+                )
+            self._db.executemany(
+                "UPDATE series SET count = (SELECT COALESCE(SUM(count), 0) FROM tensor_chunks "
+                "WHERE series_id = ?) WHERE id = ?",
+                [(sid, sid) for sid in {c.series_id for c in batch.chunks}],
+            )
+            self._db.executemany(
+                "UPDATE series SET count = (SELECT COUNT(*) FROM records WHERE series_id = ?) + "
+                "(SELECT COUNT(*) FROM images WHERE series_id = ?) WHERE id = ?",
+                [(sid, sid, sid) for sid in {r.series_id for r in (*batch.records, *batch.images)}],
+            )
+
+    def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
+        with self._lock:
+            segments = [
+                Segment(sid, seg, tuple(json.loads(shape)), dtype, steps, codec, path)
+                for sid, seg, shape, dtype, steps, codec, path in self._db.execute(
+                    "SELECT series_id, segment, shape, dtype, chunk_steps, codec, path "
+                    "FROM tensor_segments WHERE series_id = ? ORDER BY segment",
+                    (series_id,),
+                )
+            ]
+            chunks = [
+                ChunkIndex(*row[:6], bool(row[6]), *row[7:])
+                for row in self._db.execute(
+                    "SELECT series_id, segment, chunk, first_step, last_step, count, sealed, "
+                    "steps, epochs, times, checksums FROM tensor_chunks WHERE series_id = ? "
+                    "ORDER BY segment, chunk",
+                    (series_id,),
+                )
+            ]
+        return segments, chunks
+
+    def records(self, series_id: int) -> list[RecordRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT series_id, step, epoch, time, data FROM records WHERE series_id = ? "
+                "ORDER BY step, rowid",
+                (series_id,),
+            ).fetchall()
+        return [RecordRow(*row) for row in rows]
+
+    def images(self, series_id: int) -> list[ImageRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT series_id, step, position, epoch, time, caption, path, size, checksum "
+                "FROM images WHERE series_id = ? ORDER BY step, position",
+                (series_id,),
+            ).fetchall()
+        return [ImageRow(*row) for row in rows]
+
+    def artifacts(self, run_id: str) -> list[ArtifactRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT run_id, name, path, size, sha256, created FROM artifacts "
+                "WHERE run_id = ? ORDER BY name",
+                (run_id,),
+            ).fetchall()
+        return [ArtifactRow(*row) for row in rows]
 
     # -- integrity ----------------------------------------------------------------------
 

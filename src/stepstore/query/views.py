@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import TYPE_CHECKING, Any
+import hashlib
+import json
+import zlib
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from ..backends.base import Backend, Problem, RunRecord, SeriesRecord
-from ..errors import InvalidArgumentError, NotFoundError
+from ..errors import InvalidArgumentError, KindMismatchError, NotFoundError, StoreError
 from ..series.chunk import Columns
+from ..tensors.images import decode_png
+from ..tensors.location import ArrayLocation
+from ..tensors.series import TensorSeries
 from .arrow import points_schema, points_table
 from .scalars import _range, read_series, to_frame
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+
+class LoggedImage(NamedTuple):
+    """An image as read back: its step, caption and uint8 HxW or HxWxC array."""
+
+    step: int
+    caption: str | None
+    array: np.ndarray
 
 
 class RunView:
@@ -97,6 +113,14 @@ class RunView:
                     f"recorded keys: {known}"
                 )
             for k in matches:
+                if series[k].kind != "scalar":
+                    if k == pattern:
+                        raise KindMismatchError(
+                            f"key {k!r} holds {series[k].kind} values; read it with "
+                            f".{'tensor' if series[k].kind == 'tensor' else series[k].kind + 's'}"
+                            f"({k!r})"
+                        )
+                    continue
                 found.setdefault(k, series[k])
         return list(found.values())
 
@@ -134,6 +158,68 @@ class RunView:
             for s in chosen
         ]
         return to_frame([s.key for s in chosen], parts)
+
+    def _series_of(self, key: str, kind: str) -> SeriesRecord:
+        series = self._all_series().get(key)
+        if series is None:
+            known = ", ".join(self.keys(kind)) or "none"
+            raise NotFoundError(
+                f"run {self.name} ({self.id}) has no {kind} key {key!r}; {kind} keys: {known}"
+            )
+        if series.kind != kind:
+            raise KindMismatchError(
+                f"key {key!r} of run {self.id} holds {series.kind} values, not {kind}s"
+            )
+        return series
+
+    def _location(self) -> ArrayLocation:
+        return ArrayLocation(self._record.array_store or self._backend.default_array_store)
+
+    def tensor(self, key: str) -> TensorSeries:
+        """A tensor series, indexed by step numbers (see ``TensorSeries``)."""
+        segments, chunks = self._backend.tensor_index(self._series_of(key, "tensor").id)
+        return TensorSeries(self._location(), key, segments, chunks)
+
+    def images(self, key: str) -> list[LoggedImage]:
+        """The images of a key in step order: ``(step, caption, array)`` named tuples."""
+        location = self._location()
+        out = []
+        for row in self._backend.images(self._series_of(key, "image").id):
+            data = location.read(row.path)
+            if zlib.crc32(data) != row.checksum:
+                raise StoreError(
+                    f"image {key!r} step {row.step}: checksum mismatch in "
+                    f"{location.describe(row.path)}"
+                )
+            out.append(LoggedImage(row.step, row.caption, decode_png(data)))
+        return out
+
+    def records(self, key: str) -> pd.DataFrame:
+        """The records of a key: a ``step`` column plus one column per record field."""
+        import pandas as pd
+
+        rows = self._backend.records(self._series_of(key, "record").id)
+        frame = pd.DataFrame([json.loads(r.data) for r in rows])
+        frame.insert(0, "step", [r.step for r in rows])
+        return frame
+
+    def artifacts(self) -> dict[str, dict[str, Any]]:
+        """Stored files by name: ``path`` (in the array store), ``size``, ``sha256``."""
+        location = self._location()
+        return {
+            a.name: {"path": location.describe(a.path), "size": a.size, "sha256": a.sha256}
+            for a in self._backend.artifacts(self.id)
+        }
+
+    def artifact(self, name: str) -> bytes:
+        """The content of a stored file, verified against its SHA-256."""
+        for a in self._backend.artifacts(self.id):
+            if a.name == name:
+                data = self._location().read(a.path)
+                if hashlib.sha256(data).hexdigest() != a.sha256:
+                    raise StoreError(f"artifact {name!r} of run {self.id}: SHA-256 mismatch")
+                return data
+        raise NotFoundError(f"run {self.id} has no artifact {name!r}")
 
     def columns(self, key: str) -> Columns:
         """One key's raw columns as NumPy arrays (``time`` in µs since the epoch)."""

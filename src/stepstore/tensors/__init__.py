@@ -1,0 +1,1 @@
+"""Tensor series: chunked N-d arrays with steps as the leading axis, in Zarr v3 format."""

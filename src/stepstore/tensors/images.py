@@ -1,0 +1,122 @@
+"""Images: ``stepstore.Image`` for ``run.log`` and ``image_grid`` for sample grids."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidValueError
+
+
+def _to_numpy(data: Any) -> np.ndarray:
+    module = type(data).__module__ or ""
+    if module.startswith("PIL"):
+        return np.asarray(data)
+    if module.startswith("torch"):
+        return data.detach().cpu().numpy()
+    return np.asarray(data)
+
+
+def to_uint8_hwc(data: Any, what: str = "image") -> np.ndarray:
+    """An image as a uint8 ``HxW`` (grayscale) or ``HxWxC`` (C = 3 or 4) array.
+
+    Accepts PIL images and NumPy/torch arrays, HWC or CHW, uint8 or float in [0, 1].
+    """
+    array = _to_numpy(data)
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise InvalidValueError(
+            f"{what}: shape {array.shape} is not an image; expected HxW, HxWxC or CxHxW "
+            "with C in 1, 3, 4"
+        )
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise InvalidValueError(
+                f"{what}: float pixels must be finite and in [0, 1] "
+                f"(got min {np.nanmin(array)}, max {np.nanmax(array)})"
+            )
+        return np.round(array * 255).astype(np.uint8)
+    if array.dtype.kind in "iu":
+        if array.min() < 0 or array.max() > 255:
+            raise InvalidValueError(f"{what}: integer pixels must be in [0, 255]")
+        return array.astype(np.uint8)
+    raise InvalidValueError(f"{what}: dtype {array.dtype} is not an image dtype")
+
+
+class Image:
+    """An image to log: ``run.log({"samples": stepstore.Image(array, caption="epoch 3")})``.
+
+    ``data`` is a PIL image or a NumPy/torch array (HxW, HxWxC or CxHxW with C in 1, 3, 4;
+    uint8, or float in [0, 1]). It is converted to uint8 on creation and stored as a PNG.
+    A list of Images under one key stores several images at one step.
+    """
+
+    __slots__ = ("array", "caption")
+
+    def __init__(self, data: Any, caption: str | None = None) -> None:
+        if caption is not None and not isinstance(caption, str):
+            raise InvalidValueError(f"caption={caption!r}: expected a string or None")
+        self.array = to_uint8_hwc(data)
+        self.caption = caption
+
+    def __repr__(self) -> str:
+        return f"Image(shape={self.array.shape}, caption={self.caption!r})"
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """A uint8 HxW or HxWxC array encoded as PNG."""
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.fromarray(array).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """A PNG as a uint8 HxW or HxWxC array."""
+    from PIL import Image as PILImage
+
+    with PILImage.open(io.BytesIO(data)) as image:
+        return np.asarray(image)
+
+
+def image_grid(batch: Any, columns: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile a batch of images (NxHxW, NxHxWxC or NxCxHxW) into one uint8 grid image.
+
+    ``columns`` defaults to about the square root of N; cells are separated by ``padding``
+    black pixels.
+    """
+    images = _to_numpy(batch)
+    if images.ndim not in (3, 4) or not len(images):
+        raise InvalidValueError(
+            f"image_grid: shape {images.shape} is not a batch of images; expected NxHxW, "
+            "NxHxWxC or NxCxHxW with N >= 1"
+        )
+    tiles = [to_uint8_hwc(image, f"image_grid item {i}") for i, image in enumerate(images)]
+    if len({t.shape for t in tiles}) != 1:
+        raise InvalidValueError("image_grid: images have different shapes")
+    count = len(tiles)
+    cols = columns or int(np.ceil(np.sqrt(count)))
+    if isinstance(cols, bool) or not isinstance(cols, int) or cols < 1:
+        raise InvalidValueError(f"image_grid: columns={columns!r}: expected an integer >= 1")
+    rows = int(np.ceil(count / cols))
+    height, width = tiles[0].shape[:2]
+    channels = tiles[0].shape[2:]
+    grid = np.zeros(
+        (rows * height + (rows + 1) * padding, cols * width + (cols + 1) * padding, *channels),
+        np.uint8,
+    )
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, cols)
+        top, left = padding + r * (height + padding), padding + c * (width + padding)
+        grid[top : top + height, left : left + width] = tile
+    return grid

@@ -1,0 +1,43 @@
+"""Index records of tensor series, kept in the metadata store beside scalar chunks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One shape segment of a tensor series: a Zarr v3 array ``path`` under the array root.
+
+    ``codec`` is ``"raw"`` (rows written in place, one CRC-32 per row) or ``"zstd"`` (whole
+    chunks compressed, one CRC-32 per chunk file).
+    """
+
+    series_id: int
+    segment: int
+    shape: tuple[int, ...]
+    dtype: str
+    chunk_steps: int
+    codec: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ChunkIndex:
+    """One chunk of a segment: which steps its rows hold, their epochs, times and checksums.
+
+    ``steps``, ``epochs`` and ``times`` are little-endian int64 arrays (one entry per row),
+    ``checksums`` little-endian uint32 (per row for raw chunks, one for zstd chunks).
+    """
+
+    series_id: int
+    segment: int
+    chunk: int
+    first_step: int
+    last_step: int
+    count: int
+    sealed: bool
+    steps: bytes
+    epochs: bytes
+    times: bytes
+    checksums: bytes

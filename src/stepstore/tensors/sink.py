@@ -1,0 +1,274 @@
+"""The writer side of tensor series: rows into Zarr v3 chunk files, index rows for the store.
+
+Raw chunks on a local disk are pre-sized files that each step's row is ``pwrite``-n into,
+as fast as ``np.save`` per step; data that compresses (detected on a series segment's
+first row: zstd must save at least 20 %) and data on object stores is written as whole
+chunks, the open chunk rewritten at each flush.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+import numpy as np
+
+from .dtypes import storage_dtype
+from .index import ChunkIndex, Segment
+from .location import ArrayLocation
+from .zarr_v3 import STEPS_CHUNK, array_document, chunk_key, group_document
+
+RAW_CHUNK_BYTES = 64 << 20
+PACKED_CHUNK_BYTES = 16 << 20
+MAX_CHUNK_STEPS = 4096
+_COMPRESS_GAIN = 0.8
+
+_zstd = None
+
+
+def _compressor():  # type: ignore[no-untyped-def]
+    global _zstd
+    if _zstd is None:
+        import zstandard
+
+        _zstd = zstandard.ZstdCompressor(level=1)
+    return _zstd
+
+
+def series_path(run_id: str, key: str) -> str:
+    """Path of a series' Zarr group under the array root."""
+    return f"{run_id}/{quote(key, safe='')}"
+
+
+def _pays_to_compress(row: np.ndarray) -> bool:
+    sample = row.reshape(-1).view(np.uint8)[: 1 << 20].tobytes()
+    return len(_compressor().compress(sample)) < _COMPRESS_GAIN * len(sample)
+
+
+@dataclass
+class _OpenChunk:
+    index: int
+    rows: int = 0
+    steps: list[int] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    times: list[int] = field(default_factory=list)
+    checksums: list[int] = field(default_factory=list)
+    fd: int | None = None
+    buffer: np.ndarray | None = None
+    dirty: bool = False
+
+
+class SegmentWriter:
+    """Appends rows of one shape to one Zarr array."""
+
+    def __init__(self, location: ArrayLocation, segment: Segment, first_row: int) -> None:
+        self.location = location
+        self.segment = segment
+        self.first_row = first_row
+        self.rows = 0
+        self.row_shape = segment.shape
+        self.dtype = storage_dtype(segment.dtype)
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.in_place = segment.codec == "raw" and location.local
+        self._chunk = _OpenChunk(0)
+        self._pending: list[ChunkIndex] = []
+        self._meta_rows = -1
+
+    @classmethod
+    def start(
+        cls,
+        location: ArrayLocation,
+        series_id: int,
+        number: int,
+        path: str,
+        row: np.ndarray,
+        dtype: str,
+        first_row: int,
+    ) -> SegmentWriter:
+        """A new segment for rows like ``row``, choosing chunking and codec from it."""
+        row_bytes = max(1, row.nbytes)
+        packed = not location.local or _pays_to_compress(row)
+        target = PACKED_CHUNK_BYTES if packed else RAW_CHUNK_BYTES
+        steps = int(min(MAX_CHUNK_STEPS, max(1, target // row_bytes)))
+        segment = Segment(
+            series_id,
+            number,
+            tuple(row.shape),
+            dtype,
+            steps,
+            "zstd" if packed else "raw",
+            f"{path}/s{number}",
+        )
+        return cls(location, segment, first_row)
+
+    def _chunk_path(self, index: int) -> str:
+        return f"{self.segment.path}/{chunk_key(index, len(self.row_shape) + 1)}"
+
+    def append(self, step: int, epoch: int, time_us: int, row: np.ndarray) -> None:
+        """Write one step's row."""
+        chunk = self._chunk
+        data = np.ascontiguousarray(row, dtype=self.dtype)
+        if self.in_place:
+            if chunk.fd is None:
+                chunk.fd = self.location.open_chunk(
+                    self._chunk_path(chunk.index), self.segment.chunk_steps * self.row_bytes
+                )
+            raw = data.reshape(-1).view(np.uint8)
+            os.pwrite(chunk.fd, raw, chunk.rows * self.row_bytes)
+            chunk.checksums.append(zlib.crc32(raw))
+        else:
+            if chunk.buffer is None:
+                chunk.buffer = np.zeros((self.segment.chunk_steps, *self.row_shape), self.dtype)
+            chunk.buffer[chunk.rows] = data
+        chunk.steps.append(step)
+        chunk.epochs.append(epoch)
+        chunk.times.append(time_us)
+        chunk.rows += 1
+        chunk.dirty = True
+        self.rows += 1
+        if chunk.rows == self.segment.chunk_steps:
+            self._seal()
+
+    def _index(self, chunk: _OpenChunk, sealed: bool) -> ChunkIndex:
+        return ChunkIndex(
+            self.segment.series_id,
+            self.segment.segment,
+            chunk.index,
+            chunk.steps[0],
+            chunk.steps[-1],
+            chunk.rows,
+            sealed,
+            np.asarray(chunk.steps, "<i8").tobytes(),
+            np.asarray(chunk.epochs, "<i8").tobytes(),
+            np.asarray(chunk.times, "<i8").tobytes(),
+            np.asarray(chunk.checksums, "<u4").tobytes(),
+        )
+
+    def _write_packed(self, chunk: _OpenChunk) -> None:
+        assert chunk.buffer is not None
+        raw = chunk.buffer.reshape(-1).view(np.uint8)
+        blob = _compressor().compress(raw) if self.segment.codec == "zstd" else raw.tobytes()
+        self.location.write(self._chunk_path(chunk.index), blob)
+        chunk.checksums = [zlib.crc32(blob)]
+
+    def _seal(self) -> None:
+        chunk = self._chunk
+        if chunk.fd is not None:
+            os.fsync(chunk.fd)
+            os.close(chunk.fd)
+        else:
+            self._write_packed(chunk)
+        self._pending.append(self._index(chunk, sealed=True))
+        self._chunk = _OpenChunk(chunk.index + 1)
+
+    def flush(self, durable: bool) -> list[ChunkIndex]:
+        """Make rows so far readable (and durable with ``durable``); return index updates."""
+        chunk = self._chunk
+        if chunk.dirty and chunk.rows:
+            if chunk.fd is not None:
+                if durable:
+                    os.fdatasync(chunk.fd)
+            else:
+                self._write_packed(chunk)
+            chunk.dirty = False
+            self._pending.append(self._index(chunk, sealed=False))
+        if self._meta_rows != self.rows:
+            self.location.write(
+                f"{self.segment.path}/zarr.json",
+                array_document(
+                    (self.rows, *self.row_shape),
+                    (self.segment.chunk_steps, *self.row_shape),
+                    self.segment.dtype,
+                    self.segment.codec == "zstd",
+                    {"stepstore": {"first_row": self.first_row, "dtype": self.segment.dtype}},
+                ),
+            )
+            self._meta_rows = self.rows
+        pending, self._pending = self._pending, []
+        return pending
+
+    def close(self) -> list[ChunkIndex]:
+        """Flush durably and release the open chunk file."""
+        pending = self.flush(durable=True)
+        if self._chunk.fd is not None:
+            os.close(self._chunk.fd)
+            self._chunk.fd = None
+        return pending
+
+
+class SeriesWriter:
+    """One tensor series: its Zarr group, steps array and shape segments."""
+
+    def __init__(
+        self, location: ArrayLocation, run_id: str, key: str, series_id: int, dtype: str
+    ) -> None:
+        self.location = location
+        self.key = key
+        self.series_id = series_id
+        self.dtype = dtype
+        self.path = series_path(run_id, key)
+        self.segments: list[Segment] = []
+        self._writer: SegmentWriter | None = None
+        self._closed: list[ChunkIndex] = []
+        self._rows = 0
+        self._steps_chunk: list[int] = []
+        self._steps_dirty = False
+        location.write(
+            f"{self.path}/zarr.json",
+            group_document({"stepstore": {"key": key, "run": run_id, "dtype": dtype}}),
+        )
+
+    def append(self, step: int, epoch: int, time_us: int, row: np.ndarray) -> Segment | None:
+        """Write one step; returns the new segment when the shape changed (or on the first)."""
+        started = None
+        if self._writer is None or self._writer.row_shape != row.shape:
+            if self._writer is not None:
+                self._closed.extend(self._writer.close())
+            self._writer = SegmentWriter.start(
+                self.location,
+                self.series_id,
+                len(self.segments),
+                self.path,
+                row,
+                self.dtype,
+                self._rows,
+            )
+            started = self._writer.segment
+            self.segments.append(started)
+        self._writer.append(step, epoch, time_us, row)
+        self._rows += 1
+        self._steps_chunk.append(step)
+        self._steps_dirty = True
+        if len(self._steps_chunk) == STEPS_CHUNK:
+            self._write_steps()
+            self._steps_chunk = []
+        return started
+
+    def _write_steps(self) -> None:
+        number = (self._rows - 1) // STEPS_CHUNK
+        padded = np.zeros(STEPS_CHUNK, "<i8")
+        padded[: len(self._steps_chunk)] = self._steps_chunk
+        self.location.write(f"{self.path}/steps/{chunk_key(number, 1)}", padded.tobytes())
+        self.location.write(
+            f"{self.path}/steps/zarr.json",
+            array_document((self._rows,), (STEPS_CHUNK,), "int64", False),
+        )
+        self._steps_dirty = False
+
+    def flush(self, durable: bool) -> list[ChunkIndex]:
+        """Index updates since the last flush; writes the steps array and metadata."""
+        pending, self._closed = self._closed, []
+        if self._writer is not None:
+            pending.extend(self._writer.flush(durable))
+        if self._steps_dirty and self._steps_chunk:
+            self._write_steps()
+        return pending
+
+    def close(self) -> list[ChunkIndex]:
+        """Flush durably and close the open chunk."""
+        pending = self.flush(durable=True)
+        if self._writer is not None:
+            pending.extend(self._writer.close())
+        return pending

@@ -1,0 +1,115 @@
+"""The training thread's share of tensor capture: one copy into a reusable staging buffer.
+
+NumPy and torch CPU tensors are copied into a host buffer taken from a small pool; torch
+CUDA tensors are copied into pinned host memory with ``non_blocking=True`` and an event is
+recorded, which the writer thread waits on. Nothing here synchronises the device.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..errors import InvalidValueError
+from .dtypes import dtype_name, storage_dtype
+
+
+class Staged(NamedTuple):
+    """A staged copy: the host array (or pinned tensor), its dtype name and a CUDA event."""
+
+    array: Any
+    dtype: str
+    event: Any
+
+
+def is_array(value: Any) -> bool:
+    """Whether ``value`` is an array/tensor with at least one dimension."""
+    ndim = getattr(value, "ndim", None)
+    return isinstance(ndim, int) and ndim >= 1 and not isinstance(value, (str, bytes))
+
+
+class StagingPool:
+    """Reusable host buffers per (shape, dtype), so steady-state capture allocates nothing."""
+
+    def __init__(self, per_shape: int = 4) -> None:
+        self._free: dict[tuple[Any, ...], deque[Any]] = {}
+        self._per_shape = per_shape
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A host buffer of this shape and dtype (its contents are garbage)."""
+        free = self._free.get((shape, dtype.str))
+        if free:
+            try:
+                return free.pop()
+            except IndexError:
+                pass
+        return np.empty(shape, dtype)
+
+    def take_pinned(self, tensor: Any) -> Any:
+        """A pinned host tensor like ``tensor`` (CUDA capture)."""
+        import torch
+
+        free = self._free.get((tuple(tensor.shape), str(tensor.dtype), "pinned"))
+        if free:
+            try:
+                return free.pop()
+            except IndexError:
+                pass
+        return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, pin_memory=True)
+
+    def give(self, buffer: Any) -> None:
+        """Return a buffer once the writer is done with it."""
+        if isinstance(buffer, np.ndarray):
+            slot: tuple[Any, ...] = (buffer.shape, buffer.dtype.str)
+        else:
+            slot = (tuple(buffer.shape), str(buffer.dtype), "pinned")
+        free = self._free.setdefault(slot, deque())
+        if len(free) < self._per_shape:
+            free.append(buffer)
+
+
+def stage(key: str, value: Any, pool: StagingPool) -> Staged:
+    """Copy a tensor for the writer; raises ``InvalidValueError`` for unsupported values."""
+    module = type(value).__module__ or ""
+    if module.startswith("torch"):
+        tensor = value.detach()
+        name = dtype_name(tensor.dtype, key)
+        if tensor.device.type != "cpu":
+            import torch
+
+            pinned = pool.take_pinned(tensor)
+            pinned.copy_(tensor, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            return Staged(pinned, name, event)
+        if name == "bfloat16":
+            import torch
+
+            tensor = tensor.view(torch.int16)
+        source = tensor.numpy()
+    else:
+        source = np.asarray(value)
+        name = dtype_name(source.dtype, key)
+        if name == "bfloat16":
+            source = source.view(np.uint16)
+    buffer = pool.take(source.shape, storage_dtype(name))
+    try:
+        np.copyto(buffer, source, casting="unsafe")
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError(f"key {key!r}: cannot copy tensor ({exc})") from None
+    return Staged(buffer, name, None)
+
+
+def host_array(staged: Staged) -> np.ndarray:
+    """The staged data as a host NumPy array in its storage dtype (waits for CUDA copies)."""
+    if staged.event is None:
+        return staged.array
+    staged.event.synchronize()
+    tensor = staged.array
+    if staged.dtype == "bfloat16":
+        import torch
+
+        tensor = tensor.view(torch.int16)
+    return tensor.numpy().view(storage_dtype(staged.dtype))
