@@ -245,8 +245,10 @@ def _merge_deferred(
         np.array([d[2] for d in deferred], dtype=np.int64),
         np.array([d[3] for d in deferred], dtype=np.int64),
         np.round(np.array([d[4] for d in deferred]) * 1e6).astype(np.int64),
-        np.array([d[5] if type(d[5]) is float else float(d[5].item()) for d in deferred],
-                 dtype=np.float64),
+        np.array(
+            [d[5] if type(d[5]) is float else float(d[5].item()) for d in deferred],
+            dtype=np.float64,
+        ),
     )
     pick = np.argsort(order, kind="stable")
     merged = Columns(*(np.concatenate([a, b])[pick] for a, b in zip(columns, extra, strict=True)))

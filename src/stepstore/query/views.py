@@ -221,6 +221,25 @@ class RunView:
                 return data
         raise NotFoundError(f"run {self.id} has no artifact {name!r}")
 
+    def verify_arrays(self) -> list[Problem]:
+        """Problems in this run's tensor chunks, images and artifacts."""
+        problems = []
+        for key, series in self._all_series().items():
+            where = f"run {self.id} key {key!r}"
+            try:
+                if series.kind == "tensor":
+                    problems.extend(Problem(where, what) for what in self.tensor(key).verify())
+                elif series.kind == "image":
+                    self.images(key)
+            except StoreError as exc:
+                problems.append(Problem(where, str(exc)))
+        for name in self.artifacts():
+            try:
+                self.artifact(name)
+            except StoreError as exc:
+                problems.append(Problem(f"run {self.id} artifact {name!r}", str(exc)))
+        return problems
+
     def columns(self, key: str) -> Columns:
         """One key's raw columns as NumPy arrays (``time`` in µs since the epoch)."""
         (series,) = self._resolve([key])
@@ -269,8 +288,12 @@ class Store:
         return RunView(self._backend, self._backend.get_run(id_or_name))
 
     def check(self) -> list[Problem]:
-        """Integrity problems in the store (empty when all is well)."""
-        return self._backend.check()
+        """Integrity problems in the store (empty when all is well): metadata, scalar chunks,
+        tensor chunks, images and artifacts, each checked against its checksum."""
+        problems = self._backend.check()
+        for view in self.runs():
+            problems.extend(view.verify_arrays())
+        return problems
 
     def to_arrow(
         self,

@@ -22,10 +22,14 @@ def _to_numpy(data: Any) -> np.ndarray:
 def to_uint8_hwc(data: Any, what: str = "image") -> np.ndarray:
     """An image as a uint8 ``HxW`` (grayscale) or ``HxWxC`` (C = 3 or 4) array.
 
-    Accepts PIL images and NumPy/torch arrays, HWC or CHW, uint8 or float in [0, 1].
+    Accepts PIL images and NumPy/torch arrays, HWC or CHW, uint8 or float in [0, 1]. A 3-d
+    torch tensor whose first dimension is 1, 3 or 4 is taken as CHW (torch's convention);
+    a NumPy array as HWC unless its last dimension cannot be channels.
     """
+    torch_like = (type(data).__module__ or "").startswith("torch")
     array = _to_numpy(data)
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+    channels_first = array.ndim == 3 and array.shape[0] in (1, 3, 4)
+    if channels_first and (torch_like or array.shape[-1] not in (1, 3, 4)):
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]

@@ -212,6 +212,20 @@ class TensorSeries:
         """The tensor logged at ``step`` (the last one if several)."""
         return self[int(step)]
 
+    def verify(self) -> list[str]:
+        """Check every chunk against its checksums; one message per damaged chunk."""
+        problems = []
+        for number, chunk in enumerate(self._chunks):
+            try:
+                self._chunk_array(number, np.arange(chunk.count))
+            except StoreError as exc:
+                problems.append(
+                    str(exc)
+                    .removeprefix(f"tensor {self.key!r}: ")
+                    .removesuffix("; run `stepstore check`")
+                )
+        return problems
+
     def epochs(self) -> np.ndarray:
         """The epoch of each recorded step (-1 for none), aligned with ``steps``."""
         return np.where(self._epochs == np.iinfo(np.int64).min, -1, self._epochs)

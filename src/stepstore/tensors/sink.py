@@ -202,18 +202,27 @@ class SeriesWriter:
     """One tensor series: its Zarr group, steps array and shape segments."""
 
     def __init__(
-        self, location: ArrayLocation, run_id: str, key: str, series_id: int, dtype: str
+        self,
+        location: ArrayLocation,
+        run_id: str,
+        key: str,
+        series_id: int,
+        dtype: str,
+        existing: tuple[list[Segment], list[ChunkIndex]] = ([], []),
     ) -> None:
         self.location = location
         self.key = key
         self.series_id = series_id
         self.dtype = dtype
         self.path = series_path(run_id, key)
-        self.segments: list[Segment] = []
+        self.segments: list[Segment] = list(existing[0])  # a resumed run adds segments
         self._writer: SegmentWriter | None = None
         self._closed: list[ChunkIndex] = []
-        self._rows = 0
-        self._steps_chunk: list[int] = []
+        steps = np.concatenate(
+            [np.empty(0, "<i8"), *(np.frombuffer(c.steps, "<i8") for c in existing[1])]
+        )
+        self._rows = len(steps)
+        self._steps_chunk: list[int] = steps[self._rows - self._rows % STEPS_CHUNK :].tolist()
         self._steps_dirty = False
         location.write(
             f"{self.path}/zarr.json",

@@ -236,8 +236,14 @@ class ArrayWriter:
     ) -> None:
         series = self._series.get(key)
         if series is None:
+            series_id = self._series_id(key, "tensor")
             series = self._series[key] = SeriesWriter(
-                self.location, self.run_id, key, self._series_id(key, "tensor"), dtype
+                self.location,
+                self.run_id,
+                key,
+                series_id,
+                dtype,
+                self.backend.tensor_index(series_id),
             )
         started = series.append(step, epoch, round(stamp * 1e6), array)
         if started is not None:
