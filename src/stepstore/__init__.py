@@ -32,6 +32,16 @@ from .tensors.series import TensorSeries
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``stepstore.torch`` (``watch()``), imported on first use so torch stays optional."""
+    if name == "torch":
+        from .integrations import torch as integration
+
+        return integration
+    raise AttributeError(f"module 'stepstore' has no attribute {name!r}")
+
+
 __all__ = [
     "FilterSyntaxError",
     "Image",

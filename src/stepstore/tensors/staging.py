@@ -31,20 +31,25 @@ def is_array(value: Any) -> bool:
 
 
 class StagingPool:
-    """Reusable host buffers per (shape, dtype), so steady-state capture allocates nothing."""
+    """Reusable host buffers per (shape, dtype), up to ``max_bytes`` kept, so steady-state
+    capture allocates (and page-faults) nothing."""
 
-    def __init__(self, per_shape: int = 4) -> None:
+    def __init__(self, max_bytes: int) -> None:
         self._free: dict[tuple[Any, ...], deque[Any]] = {}
-        self._per_shape = per_shape
+        self._max_bytes = max_bytes
+        self._kept_bytes = 0
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A host buffer of this shape and dtype (its contents are garbage)."""
         free = self._free.get((shape, dtype.str))
         if free:
             try:
-                return free.pop()
+                buffer = free.pop()
             except IndexError:
                 pass
+            else:
+                self._kept_bytes -= buffer.nbytes
+                return buffer
         return np.empty(shape, dtype)
 
     def take_pinned(self, tensor: Any) -> Any:
@@ -54,9 +59,12 @@ class StagingPool:
         free = self._free.get((tuple(tensor.shape), str(tensor.dtype), "pinned"))
         if free:
             try:
-                return free.pop()
+                buffer = free.pop()
             except IndexError:
                 pass
+            else:
+                self._kept_bytes -= buffer.nbytes
+                return buffer
         return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, pin_memory=True)
 
     def give(self, buffer: Any) -> None:
@@ -65,9 +73,9 @@ class StagingPool:
             slot: tuple[Any, ...] = (buffer.shape, buffer.dtype.str)
         else:
             slot = (tuple(buffer.shape), str(buffer.dtype), "pinned")
-        free = self._free.setdefault(slot, deque())
-        if len(free) < self._per_shape:
-            free.append(buffer)
+        if self._kept_bytes + buffer.nbytes <= self._max_bytes:
+            self._kept_bytes += buffer.nbytes
+            self._free.setdefault(slot, deque()).append(buffer)
 
 
 def stage(key: str, value: Any, pool: StagingPool) -> Staged:

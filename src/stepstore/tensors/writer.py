@@ -49,7 +49,7 @@ class ArrayWriter:
         self.max_bytes = max_bytes
         self.fsync = fsync
         self.emit_scalar = emit_scalar
-        self.pool = StagingPool()
+        self.pool = StagingPool(max_bytes)
         self.error: BaseException | None = None
         self.waits = 0
         self.wait_seconds = 0.0
