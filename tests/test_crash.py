@@ -98,3 +98,20 @@ def test_live_run_is_not_recovered_by_a_reader(tmp_path):
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def test_sigterm_flushes_and_marks_killed(tmp_path):
+    store = tmp_path / "store"
+    proc = start_writer(store, flush_interval=60.0)
+    run_id = proc.stdout.readline().strip()
+    while int(proc.stdout.readline()) < 300:
+        pass
+    proc.terminate()
+    assert proc.wait() == -signal.SIGTERM
+    proc.stdout.close()
+    assert not list((store / "journal").glob("*.journal"))  # finished, not left for recovery
+    view = ss.open(store).run(run_id)
+    assert view.status == "killed"
+    n = len(view.scalars("a"))
+    assert n > 300
+    assert view.scalars("a")["value"].tolist() == [float(i) for i in range(n)]

@@ -205,11 +205,17 @@ def test_a_key_keeps_its_kind(new_run, store_path):
     run.log({"w": np.ones((2, 2)), "loss": 1.0})
     with pytest.raises(ss.KindMismatchError, match=r"key 'w' holds tensors; got float 1.0"):
         run.log({"w": 1.0})
-    with pytest.raises(ss.KindMismatchError, match=r"key 'loss' holds scalars; got an array "
-                                                   r"of shape \(3,\)"):
+    with pytest.raises(
+        ss.KindMismatchError,
+        match=r"key 'loss' holds scalars; got an array "
+        r"of shape \(3,\)",
+    ):
         run.log({"loss": np.zeros(3)})
-    with pytest.raises(ss.KindMismatchError, match=r"key 'loss' holds scalar values; got a "
-                                                   r"record"):
+    with pytest.raises(
+        ss.KindMismatchError,
+        match=r"key 'loss' holds scalar values; got a "
+        r"record",
+    ):
         run.log_record("loss", {"a": 1})
     run.finish()
     view = ss.open(store_path).run(run.id)

@@ -11,6 +11,7 @@ import atexit
 import fnmatch
 import os
 import secrets
+import signal
 import threading
 import time
 import warnings
@@ -772,6 +773,7 @@ def init(
         info = describe()
         backend.update_run(record.id, status="running", ended=None, heartbeat=time.time())
         record.status, record.pid, record.host = "running", info["pid"], info["host"]
+        _install_sigterm_handler()
         return Run(backend, record, config, allow_rewind=allow_rewind, resumed=True)
     run_id = secrets.token_hex(8)
     info = describe()
@@ -787,6 +789,7 @@ def init(
         **info,
     )
     backend.create_run(record)
+    _install_sigterm_handler()
     return Run(backend, record, config, allow_rewind=allow_rewind)
 
 
@@ -810,16 +813,36 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{value!r} of type {type(value).__name__} is not JSON-serialisable")
 
 
-def _finish_at_exit() -> None:
+def _finish_all(status: str) -> None:
     for run in list(_live_runs):
         try:
-            run.finish("incomplete")
+            run.finish(status)
         except Exception as exc:  # noqa: BLE001 - exiting: report and go on
             warnings.warn(
                 f"stepstore: could not finish run {run.id} at exit: {exc}",
                 RuntimeWarning,
                 stacklevel=1,
             )
+
+
+def _finish_at_exit() -> None:
+    _finish_all("incomplete")
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (preemption, ``kill``): flush every open run, mark it ``killed``, then exit
+    with the signal's usual status."""
+    _finish_all("killed")
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_sigterm_handler() -> None:
+    """Take SIGTERM if nobody else has (main thread only); a user's handler is left alone."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(
+        signal.SIGTERM
+    ) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _detach_in_child() -> None:

@@ -20,7 +20,7 @@ from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
 
-RUN_STATUSES = ("running", "finished", "crashed", "incomplete", "failed")
+RUN_STATUSES = ("running", "finished", "crashed", "incomplete", "failed", "killed")
 
 
 @dataclass
