@@ -228,7 +228,7 @@ def test_import_is_light():
         import stepstore
         took = time.perf_counter() - t
         heavy = [m for m in ("torch", "pandas", "pyarrow", "sqlite3", "lark", "click", "rich",
-                             "jax", "tensorflow", "psycopg", "duckdb", "zstandard")
+                             "jax", "tensorflow", "psycopg", "duckdb", "numcodecs")
                  if m in sys.modules]
         print(took, heavy)
         """

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+#: Above this many points in range, ``max_points`` views use chunk statistics only (each
+#: chunk then contributes its min and max) instead of decoding every chunk.
+DECODE_LIMIT = 1_000_000
+
+
 def _range(name: str, value: object) -> tuple[int, int] | None:
     """Normalise ``steps=``/``epochs=``: an int or an inclusive ``(low, high)`` pair."""
     if value is None:
@@ -40,11 +45,23 @@ def _range(name: str, value: object) -> tuple[int, int] | None:
     )
 
 
-def _decode(row: ChunkRow, where: str) -> Columns:
+def _decode(row: ChunkRow, where: str, out: Columns | None = None) -> Columns:
     data = row.data or b""
     if codec.checksum(data) != row.checksum:
         raise StoreError(f"{where} chunk {row.seq}: checksum mismatch; run `stepstore check`")
-    return codec.decode(data, f"{where} chunk {row.seq}")
+    return codec.decode(data, f"{where} chunk {row.seq}", out)
+
+
+def _decode_all(rows: list[ChunkRow], where: str) -> Columns:
+    """Decode consecutive chunks straight into one set of columns."""
+    total = sum(r.count for r in rows)
+    columns = Columns(*(np.empty(total, np.int64) for _ in range(3)), np.empty(total, np.float64))
+    start = 0
+    for row in rows:
+        stop = start + row.count
+        _decode(row, where, Columns(*(c[start:stop] for c in columns)))
+        start = stop
+    return columns
 
 
 def _concat(parts: list[Columns]) -> Columns:
@@ -81,7 +98,7 @@ def read_series(
     """The points of one series in the given ranges, downsampled to ``max_points``."""
     if max_points is not None and epochs is None:
         index = backend.chunks(series_id, steps, None, with_data=False)
-        if len(index) > max_points // 2:
+        if len(index) > max_points // 2 or sum(r.count for r in index) > DECODE_LIMIT:
             interior: list[ChunkRow] = []
             edges: list[ChunkRow] = []
             for r in index:
@@ -102,7 +119,7 @@ def read_series(
             order = np.argsort(merged.step, kind="stable")
             return Columns(*(c[order] for c in merged))
     rows = backend.chunks(series_id, steps, epochs, with_data=True)
-    columns = _mask(_concat([_decode(r, where) for r in rows]), steps, epochs)
+    columns = _mask(_decode_all(rows, where), steps, epochs)
     if max_points is not None:
         columns = downsample.from_columns(columns, max_points)
     return columns

@@ -159,11 +159,9 @@ class TensorSeries:
                 f"{self._location.describe(path)}; run `stepstore check`"
             )
         if segment.codec == "zstd":
-            import zstandard
+            from numcodecs import Zstd
 
-            blob = zstandard.ZstdDecompressor().decompress(
-                blob, max_output_size=int(np.prod(full)) * dtype.itemsize
-            )
+            blob = Zstd().decode(blob)
         array = np.frombuffer(blob, dtype=dtype).reshape(full)
         self._cache = (number, array)
         return array

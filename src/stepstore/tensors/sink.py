@@ -31,9 +31,9 @@ _zstd = None
 def _compressor():  # type: ignore[no-untyped-def]
     global _zstd
     if _zstd is None:
-        import zstandard
+        from numcodecs import Zstd
 
-        _zstd = zstandard.ZstdCompressor(level=1)
+        _zstd = Zstd(level=1)
     return _zstd
 
 
@@ -44,7 +44,7 @@ def series_path(run_id: str, key: str) -> str:
 
 def _pays_to_compress(row: np.ndarray) -> bool:
     sample = row.reshape(-1).view(np.uint8)[: 1 << 20].tobytes()
-    return len(_compressor().compress(sample)) < _COMPRESS_GAIN * len(sample)
+    return len(_compressor().encode(sample)) < _COMPRESS_GAIN * len(sample)
 
 
 @dataclass
@@ -149,7 +149,7 @@ class SegmentWriter:
     def _write_packed(self, chunk: _OpenChunk) -> None:
         assert chunk.buffer is not None
         raw = chunk.buffer.reshape(-1).view(np.uint8)
-        blob = _compressor().compress(raw) if self.segment.codec == "zstd" else raw.tobytes()
+        blob = bytes(_compressor().encode(raw)) if self.segment.codec == "zstd" else raw.tobytes()
         self.location.write(self._chunk_path(chunk.index), blob)
         chunk.checksums = [zlib.crc32(blob)]
 
