@@ -7,8 +7,9 @@ so data written by any version decodes with any later one::
 
 Pipeline 1 (the only one so far): the three int64 columns (step, epoch, time in µs) are
 delta-encoded, and the four columns are byte-shuffled (byte *i* of every value stored
-together) and zstd-compressed as one Blosc frame (numcodecs; SIMD shuffle, C speed). Deltas use wrap-around int64
-arithmetic, so every int64 value round-trips exactly; values are stored bit for bit.
+together) and zstd-compressed as one Blosc frame (numcodecs; SIMD shuffle, C speed).
+Deltas use wrap-around int64 arithmetic, so every int64 value round-trips exactly;
+values are stored bit for bit.
 """
 
 from __future__ import annotations
