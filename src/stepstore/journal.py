@@ -118,8 +118,11 @@ class Journal:
         return found
 
     def read(self, first: int, stop: int) -> np.ndarray:
-        """Copy of the records with ``first <= seq < stop``."""
-        return self._slots[np.arange(first, stop, dtype=np.int64) % self.capacity]
+        """Copy of the records with ``first <= seq < stop`` (at most one lap of the ring)."""
+        start, end = first % self.capacity, (first % self.capacity) + (stop - first)
+        if end <= self.capacity:
+            return self._slots[start:end].copy()
+        return np.concatenate([self._slots[start:], self._slots[: end - self.capacity]])
 
     def valid_after(self, committed: int) -> np.ndarray:
         """Records after ``committed`` that were completely written, in order (recovery)."""

@@ -244,8 +244,9 @@ class Run:
         step: int | None = None,
         epoch: int | None = None,
         when: Policy | None = None,
+        advance: bool = True,
     ) -> None:
-        """Record scalar values at a step.
+        """Record values at a step.
 
         Args:
             values: Key to value: Python/NumPy numbers or 0-d framework tensors.
@@ -253,6 +254,8 @@ class Run:
                 (0 for the first call). Each key's steps only go forward.
             epoch: The epoch the step belongs to; when omitted, the last epoch given.
             when: A capture policy for this call, overriding the keys' bound policies.
+            advance: Whether an explicit ``step`` moves the run's next automatic step on
+                (integrations that record beside the training loop pass False).
 
         Host numbers survive the death of the process once this returns; device scalars
         are resolved by the writer, never on this thread. Raises ``InvalidValueError``,
@@ -269,7 +272,7 @@ class Run:
         else:
             if type(step) is not int or not 0 <= step <= _MAX_STEP:
                 step = _check_count("step", step)
-            if step >= self._step:
+            if step >= self._step and advance:
                 self._step = step + 1
         if epoch is None:
             epoch = self._epoch
@@ -690,6 +693,7 @@ class Run:
             **self._writer_fields(),
         )
         self._journal.close(remove=True)
+        self._backend.close()  # the last connection to close checkpoints SQLite's WAL
 
     def __enter__(self) -> Run:
         return self

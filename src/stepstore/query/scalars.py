@@ -9,16 +9,11 @@ import numpy as np
 from ..backends.base import Backend, ChunkRow
 from ..errors import InvalidArgumentError, StoreError
 from ..series import chunk as codec
-from ..series.chunk import NO_EPOCH, Columns
+from ..series.chunk import BLOCKS, NO_EPOCH, Columns
 from . import downsample
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-#: Above this many points in range, ``max_points`` views use chunk statistics only (each
-#: chunk then contributes its min and max) instead of decoding every chunk.
-DECODE_LIMIT = 1_000_000
 
 
 def _range(name: str, value: object) -> tuple[int, int] | None:
@@ -98,23 +93,23 @@ def read_series(
     """The points of one series in the given ranges, downsampled to ``max_points``."""
     if max_points is not None and epochs is None:
         index = backend.chunks(series_id, steps, None, with_data=False)
-        if len(index) > max_points // 2 or sum(r.count for r in index) > DECODE_LIMIT:
+        if len(index) * 2 * BLOCKS >= max_points and sum(r.count for r in index) > max_points:
             interior: list[ChunkRow] = []
             edges: list[ChunkRow] = []
             for r in index:
                 inside = steps is None or (r.first_step >= steps[0] and r.last_step <= steps[1])
                 (interior if inside else edges).append(r)
             parts = [downsample.from_stats([r.stats for r in interior], max_points)]
-            if edges:
-                edge_rows = backend.chunks(series_id, steps, None, with_data=True)
-                edge_seqs = {r.seq for r in edges}
-                for row in edge_rows:
-                    if row.seq in edge_seqs:
-                        part = _mask(_decode(row, where), steps, None)
-                        share = max(
-                            2, max_points * len(part.step) // max(1, sum(r.count for r in index))
-                        )
-                        parts.append(downsample.from_columns(part, share))
+            total = max(1, sum(r.count for r in index))
+            for edge in edges:  # at most the two chunks the step range cuts through
+                (row,) = (
+                    r
+                    for r in backend.chunks(series_id, (edge.first_step, edge.last_step))
+                    if r.seq == edge.seq
+                )
+                part = _mask(_decode(row, where), steps, None)
+                share = max(2, max_points * len(part.step) // total)
+                parts.append(downsample.from_columns(part, share))
             merged = _concat(parts)
             order = np.argsort(merged.step, kind="stable")
             return Columns(*(c[order] for c in merged))

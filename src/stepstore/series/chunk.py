@@ -30,6 +30,12 @@ _HEADER = struct.Struct("<4sBBI")
 #: Epoch value stored for points logged without an epoch.
 NO_EPOCH = np.iinfo(np.int64).min
 
+#: Blocks per chunk in its outline: each block's min and max point are kept in the stats,
+#: so a zoomed-out view gets up to 2 * BLOCKS points per chunk without decoding it.
+BLOCKS = 32
+_POINT = [("step", "<i8"), ("epoch", "<i8"), ("time", "<i8"), ("value", "<f8")]
+OUTLINE_DTYPE = np.dtype([("lo", _POINT), ("hi", _POINT)])
+
 #: Statistics kept beside each chunk so plots and summaries need not decode it.
 STATS_DTYPE = np.dtype(
     [
@@ -49,6 +55,7 @@ STATS_DTYPE = np.dtype(
         ("nan_step", "<i8"),
         ("nan_epoch", "<i8"),
         ("nan_time", "<i8"),
+        ("outline", OUTLINE_DTYPE, (BLOCKS,)),
     ]
 )
 
@@ -147,8 +154,37 @@ def checksum(blob: bytes) -> int:
     return zlib.crc32(blob)
 
 
+def extreme_per_bucket(filled: np.ndarray, buckets: int, pick: str) -> np.ndarray:
+    """Index of the min (``pick="min"``) or max of each of ``buckets`` equal-width buckets
+    of ``filled``; indices past the end mark buckets that hold no point."""
+    n = len(filled)
+    width = -(-n // buckets)
+    padded = np.full(buckets * width, np.inf if pick == "min" else -np.inf)
+    padded[:n] = filled
+    grid = padded.reshape(buckets, width)
+    found = grid.argmin(axis=1) if pick == "min" else grid.argmax(axis=1)
+    return found + np.arange(buckets) * width
+
+
+def _outline(columns: Columns, nan: np.ndarray) -> np.ndarray:
+    """The min and max point of each of ``BLOCKS`` blocks (step -1 where there is none)."""
+    outline = np.zeros(BLOCKS, OUTLINE_DTYPE)
+    n = len(columns.value)
+    for side, pick, fill in (("lo", "min", np.inf), ("hi", "max", -np.inf)):
+        found = extreme_per_bucket(np.where(nan, fill, columns.value), BLOCKS, pick)
+        valid = found < n
+        valid[valid] &= ~nan[found[valid]]
+        picked = found[valid]
+        outline[side]["step"] = -1
+        outline[side]["epoch"] = NO_EPOCH
+        for name, column in zip(("step", "epoch", "time", "value"), columns, strict=True):
+            outline[side][name][valid] = column[picked]
+    return outline
+
+
 def compute_stats(columns: Columns) -> np.ndarray:
-    """Count, NaN count, sum, first, last, and the points holding min, max and the first NaN."""
+    """Count, NaN count, sum, first, last, the points holding min, max and the first NaN,
+    and the per-block outline."""
     step, epoch, time, value = columns
     stats = np.zeros((), dtype=STATS_DTYPE)
     stats["count"] = len(value)
@@ -164,6 +200,7 @@ def compute_stats(columns: Columns) -> np.ndarray:
     if n_nan:
         i = int(np.argmax(nan))
         stats["nan_step"], stats["nan_epoch"], stats["nan_time"] = step[i], epoch[i], time[i]
+    stats["outline"] = _outline(columns, nan)
     if n_nan == len(value):
         stats["sum"] = stats["min"] = stats["max"] = np.nan
         return stats
