@@ -14,6 +14,10 @@ REGISTRY = {
     "": "stepstore.backends.sqlite:SQLiteBackend",
     "file": "stepstore.backends.sqlite:SQLiteBackend",
     "sqlite": "stepstore.backends.sqlite:SQLiteBackend",
+    "postgresql": "stepstore.backends.postgresql:PostgresBackend",
+    "postgres": "stepstore.backends.postgresql:PostgresBackend",
+    "mysql": "stepstore.backends.mysql:MySQLBackend",
+    "mariadb": "stepstore.backends.mysql:MySQLBackend",
 }
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")

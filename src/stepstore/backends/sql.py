@@ -1,0 +1,893 @@
+"""What the server backends share: PostgreSQL (``postgresql.py``) and MySQL/MariaDB (``mysql.py``).
+
+Both keep the tables, columns and meaning of the embedded SQLite store (``sqlite.py``):
+runs with flattened params and tags, series with summaries, scalar chunks as blobs, and the
+index rows of tensors, records, images and artifacts. This module holds every statement
+the two have in common, written to run on both: ``%s`` placeholders, ``"key"`` quoted with
+double quotes (MySQL sessions run with ``ANSI_QUOTES``), ``GREATEST``/``LEAST`` for SQLite's
+two-argument ``MAX``/``MIN``. A subclass supplies the driver, its connection settings, its
+schema migrations, upserts and the bulk path for chunks.
+
+Connections and transactions
+    One connection per backend object, guarded by a lock that the writer thread and the
+    caller share. Autocommit is off and every call runs in a transaction of its own that
+    ends in ``COMMIT`` (reads too, so no connection sits idle in a transaction holding
+    locks or an old snapshot). A transaction the server aborts as a deadlock or
+    serialization failure is retried; a broken connection is replaced on the next call.
+    Driver errors become :class:`~stepstore.errors.StoreError` naming the store's URI with
+    any password masked.
+
+Local files
+    Journals are local files of the recording process (see ``journal.py``), so a server
+    store keeps them in ``$STEPSTORE_JOURNAL_DIR/<name>`` or, without it,
+    ``~/.cache/stepstore/journal/<name>`` (``$XDG_CACHE_HOME`` is honoured), where
+    ``<name>`` is ``host-port-database`` made filename-safe: a process recovers only the
+    journals of runs of this database. Tensors, images and artifacts go to
+    ``$STEPSTORE_ARRAY_STORE`` or ``~/.local/share/stepstore/arrays/<name>``
+    (``$XDG_DATA_HOME`` is honoured); a team sharing a server store should pass
+    ``array_store=`` a shared path or fsspec URL (or set ``$STEPSTORE_ARRAY_STORE``) so that
+    every reader finds the arrays, since a run records where its arrays went.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import json
+import math
+import os
+import random
+import re
+import threading
+import time
+import weakref
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import (
+    InvalidArgumentError,
+    KindMismatchError,
+    NotAStoreError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreError,
+)
+from ..series import chunk as chunk_codec
+from ..series.chunk import EncodedChunk
+from ..series.tail import Summary
+from ..tensors.index import ChunkIndex, Segment
+from .base import (
+    ArrayBatch,
+    ArtifactRow,
+    Backend,
+    ChunkRow,
+    ImageRow,
+    Problem,
+    RecordRow,
+    RunRecord,
+    SeriesRecord,
+    flatten_params,
+)
+
+_T = TypeVar("_T")
+
+#: Seconds a connection attempt may take before the store is reported unreachable.
+CONNECT_TIMEOUT = 10
+#: Attempts at a transaction the server aborted as a deadlock or serialization failure.
+ATTEMPTS = 5
+#: Chunks whose blobs one page of :meth:`SQLBackend.check` holds in memory.
+CHECK_PAGE = 64
+
+RUN_COLUMNS = (
+    "id",
+    "project",
+    "name",
+    "status",
+    "created",
+    "ended",
+    "heartbeat",
+    "host",
+    "pid",
+    "git_commit",
+    "params",
+    "tags",
+    "env",
+    "capture",
+    "writer",
+    "journal_seq",
+    "array_store",
+)
+JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
+UPDATABLE = frozenset({"status", "ended", "heartbeat", "capture", "writer", "journal_seq"})
+CHUNK_COLUMNS = (
+    "series_id",
+    "seq",
+    "first_step",
+    "last_step",
+    "min_epoch",
+    "max_epoch",
+    "count",
+    "sealed",
+    "stats",
+    "checksum",
+    "data",
+)
+#: Columns of the tables that hold the records of ``base.py``, named as the records' fields.
+SEGMENT = tuple(f.name for f in dataclasses.fields(Segment))
+TENSOR_CHUNK = tuple(f.name for f in dataclasses.fields(ChunkIndex))
+RECORD = tuple(f.name for f in dataclasses.fields(RecordRow))
+IMAGE = tuple(f.name for f in dataclasses.fields(ImageRow))
+ARTIFACT = tuple(f.name for f in dataclasses.fields(ArtifactRow))
+_CHUNK_READ = "series_id, seq, first_step, last_step, count, sealed, stats, {data}, checksum"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Query parameters that change how a client connects, not which store it reaches.
+_CONNECTION_ONLY = frozenset({"password", "connect_timeout", "sslmode", "application_name"})
+
+
+def mask_password(uri: str) -> str:
+    """``uri`` with the password of its user info and any ``password=`` parameter as ``***``."""
+    parts = urlsplit(uri)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where a server store lives, parsed from its URI.
+
+    Attributes:
+        uri: The URI as given (it may hold a password: never show it).
+        user: User name, or ``None`` for the driver's default.
+        password: Password, or ``None``.
+        host: Host name or address (``""`` for the driver's default).
+        port: TCP port.
+        database: Database name (``""`` for the driver's default).
+        query: The URI's query parameters.
+    """
+
+    uri: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int
+    database: str
+    query: dict[str, str]
+
+    @classmethod
+    def parse(cls, uri: str, default_port: int) -> ServerAddress:
+        """Split ``scheme://user:password@host:port/database?params``.
+
+        Raises:
+            InvalidArgumentError: The port is not a number or the path has more than a
+                database name.
+        """
+        parts = urlsplit(uri)
+        try:
+            port = parts.port or default_port
+        except ValueError:
+            raise InvalidArgumentError(
+                f"store URI {mask_password(uri)}: the port is not a number from 0 to 65535"
+            ) from None
+        database = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if "/" in database:
+            raise InvalidArgumentError(
+                f"store URI {mask_password(uri)}: expected scheme://user@host:port/database"
+            )
+        return cls(
+            uri=uri,
+            user=None if parts.username is None else unquote(parts.username),
+            password=None if parts.password is None else unquote(parts.password),
+            host=parts.hostname or "",
+            port=port,
+            database=database,
+            query=dict(parse_qsl(parts.query, keep_blank_values=True)),
+        )
+
+    @property
+    def masked(self) -> str:
+        """The URI with its password masked: safe for messages."""
+        return mask_password(self.uri)
+
+    @property
+    def local_name(self) -> str:
+        """``host-port-database`` made filename-safe, naming this store's local directories.
+
+        Query parameters that may select other tables of the same database (PostgreSQL's
+        ``options=-csearch_path=...``, say) add a short digest, so two stores in one
+        database never share a journal directory.
+        """
+        name = _SAFE.sub("_", f"{self.host or 'localhost'}-{self.port}-{self.database}")
+        selecting = sorted((k, v) for k, v in self.query.items() if k not in _CONNECTION_ONLY)
+        if selecting:
+            name += "-" + hashlib.sha256(repr(selecting).encode()).hexdigest()[:8]
+        return name
+
+
+def import_driver(module: str, extra: str, uri: str) -> ModuleType:
+    """Import a database driver, or explain which extra installs it.
+
+    Raises:
+        InvalidArgumentError: The driver is not installed.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InvalidArgumentError(
+            f"store {uri} needs the {module} package: pip install 'stepstore[{extra}]'"
+        ) from None
+
+
+def _null_nan(value: float | None) -> float | None:
+    """``value``, with NaN as ``None`` (stored as NULL, as SQLite does)."""
+    return None if value is None or math.isnan(value) else value
+
+
+def _values(item: object, names: Sequence[str]) -> tuple[Any, ...]:
+    """The fields ``names`` of a record, as a row."""
+    return tuple(getattr(item, name) for name in names)
+
+
+#: Connections a child process inherited through ``fork()`` and let go of: kept
+#: referenced, since closing one (even by garbage collection) ends the parent's session.
+_INHERITED: list[Any] = []
+
+
+def _release(connection: Any, owner: int) -> None:
+    """Close a connection that may already be broken; keep one that ``owner`` (another
+    process, the parent of a fork) is still using."""
+    if os.getpid() != owner:
+        _INHERITED.append(connection)
+        return
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
+class SQLBackend(Backend):
+    """A store in a database server; subclasses bind it to one driver and dialect.
+
+    Args:
+        uri: ``scheme://user:password@host:port/database``.
+        create: Create the schema in an empty database (otherwise an empty database is
+            ``NotAStoreError``).
+        stale_after: Seconds without a heartbeat after which a running run shows as
+            ``crashed``.
+        fsync: Whether a commit waits until it is durable (where the server lets a
+            session choose).
+
+    Raises:
+        StoreError: The server cannot be reached or refuses the credentials.
+        NotAStoreError: ``create`` is false and the database holds no stepstore schema.
+        SchemaVersionError: The schema is newer than this stepstore understands.
+    """
+
+    #: Ordered, append-only schema migrations; entry ``i`` brings the schema to version
+    #: ``i + 1``. Version 0 is a database without the ``meta`` table.
+    migrations: ClassVar[Sequence[Sequence[str]]] = ()
+    #: TCP port when the URI names none.
+    default_port: ClassVar[int] = 0
+    #: SQL expression naming the schema (database) that unqualified tables live in.
+    current_schema_sql: ClassVar[str] = ""
+    #: Columns of ``series`` holding the summary, in the order of :meth:`_summary_values`.
+    summary_columns: ClassVar[tuple[str, ...]] = (
+        "count",
+        "min",
+        "max",
+        "last",
+        "first_step",
+        "last_step",
+    )
+    #: Conflict target of the unique (run, key) index of ``series`` (for upserts).
+    series_key_conflict: ClassVar[str] = '(run_id, "key")'
+
+    def __init__(
+        self, uri: str, *, create: bool, stale_after: float = 60.0, fsync: bool = True
+    ) -> None:
+        self.address = ServerAddress.parse(uri, self.default_port)
+        self.uri = self.address.masked
+        self.stale_after = stale_after
+        self.fsync = fsync
+        self._lock = threading.RLock()
+        self._connection_obj: Any = None
+        self._owner = os.getpid()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._closed = False
+        self._connection()
+        try:
+            self._migrate(create)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- what a dialect provides -----------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> Any:
+        """A new connection (autocommit off, session settings applied).
+
+        Raises:
+            StoreError: The server cannot be reached or refuses the credentials; the
+                message names :attr:`uri` and the reason.
+        """
+
+    @abstractmethod
+    def _alive(self, connection: Any) -> bool:
+        """Whether ``connection`` can still be used."""
+
+    @property
+    @abstractmethod
+    def _driver_error(self) -> type[Exception]:
+        """The driver's base exception class."""
+
+    @abstractmethod
+    def _transient(self, error: Exception) -> bool:
+        """Whether ``error`` aborted the transaction as a deadlock or serialization failure."""
+
+    @abstractmethod
+    def _reason(self, error: Exception) -> str:
+        """A one-line description of a driver error."""
+
+    @abstractmethod
+    def _schema_lock(self, cursor: Any) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock that serialises schema migrations across processes."""
+
+    @abstractmethod
+    def _upsert_sql(
+        self, table: str, columns: Sequence[str], conflict: str, update: Sequence[str] = ()
+    ) -> str:
+        """``INSERT`` of one row of ``columns`` that, when the row exists (by the unique
+        index named by ``conflict``), updates the ``update`` columns or does nothing."""
+
+    def _ddl(self, statement: str) -> str:
+        """A migration statement as it is executed (a dialect may fill in templates)."""
+        return statement
+
+    def _write_chunks(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert chunk rows (:data:`CHUNK_COLUMNS`), replacing rows with the same key."""
+        cursor.executemany(
+            self._upsert_sql("chunks", CHUNK_COLUMNS, "(series_id, seq)", CHUNK_COLUMNS[2:]),
+            rows,
+        )
+
+    def _summary_values(self, summary: Summary) -> tuple[Any, ...]:
+        """The values of :attr:`summary_columns` for ``summary`` (NaN stored as NULL)."""
+        return (
+            summary.count,
+            _null_nan(summary.min),
+            _null_nan(summary.max),
+            _null_nan(summary.last),
+            summary.first_step,
+            summary.last_step,
+        )
+
+    def _summary(self, kind: str, values: Sequence[Any]) -> Summary:
+        """The summary stored as ``values`` (of :attr:`summary_columns`).
+
+        A counted scalar series with a NULL ``last`` ended in NaN, as in SQLite.
+        """
+        count, lo, hi, last, first_step, last_step = values[:6]
+        if kind == "scalar" and count and last is None:
+            last = math.nan
+        return Summary(count, lo, hi, last, first_step, last_step)
+
+    # -- connection and transactions -----------------------------------------------------
+
+    def _connection(self) -> Any:
+        """The open connection, connecting (again) if there is none, it broke, or it was
+        inherited from the parent process through ``fork()``."""
+        if self._closed:
+            raise StoreError(f"{self.uri}: the store was closed")
+        connection = self._connection_obj
+        if connection is None or self._owner != os.getpid() or not self._alive(connection):
+            self._drop_connection()
+            self._connection_obj = self._connect()
+            self._owner = os.getpid()
+            self._finalizer = weakref.finalize(self, _release, self._connection_obj, self._owner)
+        return self._connection_obj
+
+    def _drop_connection(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._connection_obj = None
+
+    def _run(self, work: Callable[[Any], _T]) -> _T:
+        """Run ``work(cursor)`` in a transaction of its own and commit it.
+
+        Retries a transaction that the server aborted as a deadlock or serialization
+        failure, or that lost its connection before ``COMMIT`` was sent (a server restart,
+        an idle connection killed): nothing of it was committed, and the retry connects
+        again. Rolls back and reports any other failure (driver errors as ``StoreError``).
+        """
+        with self._lock:
+            attempt = 1
+            while True:
+                connection = self._connection()
+                committing = False
+                try:
+                    with connection.cursor() as cursor:
+                        result = work(cursor)
+                    committing = True
+                    connection.commit()
+                    return result
+                except BaseException as exc:
+                    with contextlib.suppress(Exception):
+                        connection.rollback()
+                    if not isinstance(exc, self._driver_error):
+                        raise
+                    lost = not committing and not self._alive(connection)
+                    if attempt < ATTEMPTS and (lost or self._transient(exc)):
+                        time.sleep(random.uniform(0.005, 0.05) * attempt)
+                        attempt += 1
+                        continue
+                    raise StoreError(f"{self.uri}: {self._reason(exc)}") from exc
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read statement."""
+
+        def work(cursor: Any) -> list[tuple[Any, ...]]:
+            cursor.execute(sql, args)
+            return list(cursor.fetchall())
+
+        return self._run(work)
+
+    @staticmethod
+    def _many(cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``executemany`` that skips an empty batch."""
+        if rows:
+            cursor.executemany(sql, rows)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def _read_version(self, cursor: Any) -> int:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.tables "
+            f"WHERE table_schema = {self.current_schema_sql} AND table_name = 'meta'"
+        )
+        if not cursor.fetchone()[0]:
+            return 0
+        cursor.execute("SELECT value FROM meta WHERE \"key\" = 'schema_version'")
+        row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open store."""
+        return self._run(self._read_version)
+
+    def _refuse_newer(self, version: int) -> None:
+        supported = len(self.migrations)
+        if version > supported:
+            raise SchemaVersionError(
+                f"{self.uri}: store schema version {version} is newer than this stepstore "
+                f"supports ({supported}); upgrade stepstore to read or write it"
+            )
+
+    def _migrate(self, create: bool) -> None:
+        version = self._run(self._read_version)
+        self._refuse_newer(version)
+        if version == len(self.migrations):
+            return
+        if version == 0 and not create:
+            raise NotAStoreError(
+                f"{self.uri}: not a stepstore store (the database holds no stepstore "
+                "schema); record a run with stepstore.init(store=...) first"
+            )
+        self._run(self._apply_migrations)
+
+    def _apply_migrations(self, cursor: Any) -> None:
+        with self._schema_lock(cursor):
+            version = self._read_version(cursor)  # another process may have migrated meanwhile
+            self._refuse_newer(version)
+            set_version = self._upsert_sql("meta", ('"key"', "value"), '("key")', ("value",))
+            for number, statements in enumerate(self.migrations[version:], start=version + 1):
+                for statement in statements:
+                    cursor.execute(self._ddl(statement))
+                cursor.execute(set_version, ("schema_version", str(number)))
+
+    # -- local directories -----------------------------------------------------------------
+
+    @property
+    def journal_dir(self) -> Path:
+        base = os.environ.get("STEPSTORE_JOURNAL_DIR")
+        if base:
+            return Path(base).expanduser() / self.address.local_name
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+        return cache / "stepstore" / "journal" / self.address.local_name
+
+    @property
+    def default_array_store(self) -> str:
+        explicit = os.environ.get("STEPSTORE_ARRAY_STORE")
+        if explicit:
+            return explicit
+        data = Path(os.environ.get("XDG_DATA_HOME") or "~/.local/share").expanduser()
+        return str(data / "stepstore" / "arrays" / self.address.local_name)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        values = [getattr(run, name) for name in RUN_COLUMNS]
+        values = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in values]
+        params = [(run.id, *row) for row in flatten_params(run.params)]
+        tags = [(run.id, tag) for tag in dict.fromkeys(run.tags)]
+
+        def work(cursor: Any) -> None:
+            cursor.execute(
+                f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) "
+                f"VALUES ({', '.join(['%s'] * len(values))})",
+                values,
+            )
+            self._many(
+                cursor,
+                "INSERT INTO run_params (run_id, path, num, str) VALUES (%s, %s, %s, %s)",
+                params,
+            )
+            self._many(cursor, "INSERT INTO run_tags (run_id, tag) VALUES (%s, %s)", tags)
+
+        self._run(work)
+
+    def _record(self, row: Sequence[Any]) -> RunRecord:
+        data = dict(zip(RUN_COLUMNS, row, strict=True))
+        for name in JSON_FIELDS:
+            data[name] = json.loads(data[name])
+        record = RunRecord(**data)
+        if record.status == "running" and (record.heartbeat or record.created) < (
+            time.time() - self.stale_after
+        ):
+            record.status = "crashed"
+        return record
+
+    def _status_sql(self) -> str:
+        cutoff = float(time.time() - self.stale_after)
+        return (
+            "(CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat, r.created) < "
+            f"{cutoff!r} THEN 'crashed' ELSE r.status END)"
+        )
+
+    def get_run(self, id_or_name: str) -> RunRecord:
+        select = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+
+        def work(cursor: Any) -> list[tuple[Any, ...]]:
+            cursor.execute(f"{select} WHERE id = %s", (id_or_name,))
+            rows = cursor.fetchall()
+            if not rows:
+                cursor.execute(f"{select} WHERE name = %s ORDER BY created, id", (id_or_name,))
+                rows = cursor.fetchall()
+            return list(rows)
+
+        rows = self._run(work)
+        if not rows:
+            raise NotFoundError(f"no run with id or name {id_or_name!r} in {self.uri}")
+        if len(rows) > 1:
+            ids = ", ".join(row[0] for row in rows)
+            raise InvalidArgumentError(
+                f"run name {id_or_name!r} is ambiguous in {self.uri}: use one of the ids {ids}"
+            )
+        return self._record(rows[0])
+
+    def find_runs(self, where: str | None = None, project: str | None = None) -> list[RunRecord]:
+        from ..query.filter import Dialect, compile_filter
+
+        clauses: list[str] = []
+        args: list[Any] = []
+        if where:
+            sql, where_args = compile_filter(
+                where, Dialect(param="%s", status_sql=self._status_sql())
+            )
+            clauses.append(f"({sql})")
+            args.extend(where_args)
+        if project is not None:
+            clauses.append("r.project = %s")
+            args.append(project)
+        query = f"SELECT {', '.join('r.' + c for c in RUN_COLUMNS)} FROM runs r"
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        rows = self._query(query + " ORDER BY r.created, r.id", args)
+        return [self._record(row) for row in rows]
+
+    @staticmethod
+    def _set_run_fields(cursor: Any, run_id: str, fields: dict[str, Any]) -> None:
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise InvalidArgumentError(f"cannot update run fields {sorted(unknown)}")
+        names = sorted(fields)
+        values = [
+            json.dumps(fields[n]) if isinstance(fields[n], dict) else fields[n] for n in names
+        ]
+        cursor.execute(
+            f"UPDATE runs SET {', '.join(n + ' = %s' for n in names)} WHERE id = %s",
+            [*values, run_id],
+        )
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        self._run(lambda cursor: self._set_run_fields(cursor, run_id, fields))
+
+    # -- series ----------------------------------------------------------------------------
+
+    def series(self, run_id: str) -> list[SeriesRecord]:
+        rows = self._query(
+            f'SELECT id, "key", kind, {", ".join(self.summary_columns)} '
+            'FROM series WHERE run_id = %s ORDER BY "key"',
+            (run_id,),
+        )
+        return [
+            SeriesRecord(sid, run_id, key, kind, self._summary(kind, values))
+            for sid, key, kind, *values in rows
+        ]
+
+    def ensure_series(self, run_id: str, key: str, kind: str) -> int:
+        select = 'SELECT id, kind FROM series WHERE run_id = %s AND "key" = %s'
+        insert = self._upsert_sql("series", ("run_id", '"key"', "kind"), self.series_key_conflict)
+
+        def work(cursor: Any) -> tuple[int, str]:
+            cursor.execute(select, (run_id, key))
+            row = cursor.fetchone()
+            if row is None:  # insert-or-ignore: another process may create it meanwhile
+                cursor.execute(insert, (run_id, key, kind))
+                cursor.execute(select, (run_id, key))
+                row = cursor.fetchone()
+            return int(row[0]), str(row[1])
+
+        series_id, stored = self._run(work)
+        if stored != kind:
+            raise KindMismatchError(
+                f"key {key!r} of run {run_id} holds {stored} values; got a {kind}"
+            )
+        return series_id
+
+    def _chunk_rows(self, clause: str, args: Sequence[Any], with_data: bool) -> list[ChunkRow]:
+        columns = _CHUNK_READ.format(data="data" if with_data else "NULL")
+        rows = self._query(f"SELECT {columns} FROM chunks {clause}", args)
+        return [
+            ChunkRow(
+                sid,
+                seq,
+                first,
+                last,
+                count,
+                bool(sealed),
+                bytes(stats),
+                None if data is None else bytes(data),
+                crc,
+            )
+            for sid, seq, first, last, count, sealed, stats, data, crc in rows
+        ]
+
+    def open_chunk(self, series_id: int) -> ChunkRow | None:
+        rows = self._chunk_rows(
+            "WHERE series_id = %s ORDER BY seq DESC LIMIT 1", (series_id,), with_data=True
+        )
+        return rows[0] if rows and not rows[0].sealed else None
+
+    def next_chunk_seq(self, series_id: int) -> int:
+        ((last,),) = self._query("SELECT MAX(seq) FROM chunks WHERE series_id = %s", (series_id,))
+        return 0 if last is None else int(last) + 1
+
+    def commit(
+        self,
+        run_id: str,
+        chunks: Sequence[tuple[int, EncodedChunk]],
+        summaries: Sequence[tuple[int, Summary]],
+        run_fields: dict[str, Any],
+    ) -> None:
+        rows = [
+            (
+                sid,
+                c.seq,
+                c.first_step,
+                c.last_step,
+                c.min_epoch,
+                c.max_epoch,
+                c.size,
+                bool(c.sealed),
+                c.stats,
+                c.checksum,
+                c.data,
+            )
+            for sid, c in chunks
+        ]
+        updates = [(*self._summary_values(s), sid) for sid, s in summaries]
+        set_summary = ", ".join(f"{name} = %s" for name in self.summary_columns)
+
+        def work(cursor: Any) -> None:
+            if rows:
+                self._write_chunks(cursor, rows)
+            self._many(cursor, f"UPDATE series SET {set_summary} WHERE id = %s", updates)
+            if run_fields:
+                self._set_run_fields(cursor, run_id, run_fields)
+
+        self._run(work)
+
+    def chunks(
+        self,
+        series_id: int,
+        steps: tuple[int, int] | None = None,
+        epochs: tuple[int, int] | None = None,
+        with_data: bool = True,
+    ) -> list[ChunkRow]:
+        clause, args = "WHERE series_id = %s", [series_id]
+        if steps is not None:
+            clause += " AND last_step >= %s AND first_step <= %s"
+            args += [steps[0], steps[1]]
+        if epochs is not None:
+            clause += " AND max_epoch >= %s AND min_epoch <= %s"
+            args += [epochs[0], epochs[1]]
+        return self._chunk_rows(clause + " ORDER BY seq", args, with_data)
+
+    # -- arrays, records, images, artifacts --------------------------------------------------
+
+    def commit_arrays(self, batch: ArrayBatch) -> None:
+        steps: dict[int, list[int]] = {}
+        for c in batch.chunks:
+            steps.setdefault(c.series_id, []).extend((c.first_step, c.last_step))
+        items: list[RecordRow | ImageRow] = [*batch.records, *batch.images]
+        for item in items:
+            steps.setdefault(item.series_id, []).append(item.step)
+        tensor_series = sorted({c.series_id for c in batch.chunks})
+        item_series = sorted({item.series_id for item in items})
+        segments = [
+            tuple(json.dumps(list(g.shape)) if n == "shape" else getattr(g, n) for n in SEGMENT)
+            for g in batch.segments
+        ]
+
+        def work(cursor: Any) -> None:
+            self._many(
+                cursor,
+                self._upsert_sql("tensor_segments", SEGMENT, "(series_id, segment)"),
+                segments,
+            )
+            self._many(
+                cursor,
+                self._upsert_sql(
+                    "tensor_chunks", TENSOR_CHUNK, "(series_id, segment, chunk)", TENSOR_CHUNK[3:]
+                ),
+                [_values(c, TENSOR_CHUNK) for c in batch.chunks],
+            )
+            self._many(
+                cursor,
+                f"INSERT INTO records ({', '.join(RECORD)}) "
+                f"VALUES ({', '.join(['%s'] * len(RECORD))})",
+                [_values(r, RECORD) for r in batch.records],
+            )
+            self._many(
+                cursor,
+                self._upsert_sql("images", IMAGE, "(series_id, step, position)", IMAGE[3:]),
+                [_values(i, IMAGE) for i in batch.images],
+            )
+            self._many(
+                cursor,
+                self._upsert_sql("artifacts", ARTIFACT, "(run_id, name)", ARTIFACT[2:]),
+                [_values(a, ARTIFACT) for a in batch.artifacts],
+            )
+            self._many(
+                cursor,
+                "UPDATE series SET last_step = GREATEST(COALESCE(last_step, %s), %s), "
+                "first_step = LEAST(COALESCE(first_step, %s), %s) WHERE id = %s",
+                [(max(s), max(s), min(s), min(s), sid) for sid, s in sorted(steps.items())],
+            )
+            self._many(
+                cursor,
+                "UPDATE series SET count = (SELECT COALESCE(SUM(count), 0) FROM tensor_chunks "
+                "WHERE series_id = %s) WHERE id = %s",
+                [(sid, sid) for sid in tensor_series],
+            )
+            self._many(
+                cursor,
+                "UPDATE series SET count = (SELECT COUNT(*) FROM records WHERE series_id = %s) "
+                "+ (SELECT COUNT(*) FROM images WHERE series_id = %s) WHERE id = %s",
+                [(sid, sid, sid) for sid in item_series],
+            )
+
+        if batch:
+            self._run(work)
+
+    def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
+        def work(cursor: Any) -> tuple[list[Any], list[Any]]:
+            cursor.execute(
+                f"SELECT {', '.join(SEGMENT)} FROM tensor_segments WHERE series_id = %s "
+                "ORDER BY segment",
+                (series_id,),
+            )
+            segments = list(cursor.fetchall())
+            cursor.execute(
+                f"SELECT {', '.join(TENSOR_CHUNK)} FROM tensor_chunks WHERE series_id = %s "
+                "ORDER BY segment, chunk",
+                (series_id,),
+            )
+            return segments, list(cursor.fetchall())
+
+        segment_rows, chunk_rows = self._run(work)
+        segments = []
+        for row in segment_rows:
+            fields = dict(zip(SEGMENT, row, strict=True))
+            fields["shape"] = tuple(json.loads(fields["shape"]))
+            segments.append(Segment(**fields))
+        chunks = []
+        for row in chunk_rows:
+            fields = dict(zip(TENSOR_CHUNK, row, strict=True))
+            fields["sealed"] = bool(fields["sealed"])
+            for name in ("steps", "epochs", "times", "checksums"):
+                fields[name] = bytes(fields[name])
+            chunks.append(ChunkIndex(**fields))
+        return segments, chunks
+
+    def records(self, series_id: int) -> list[RecordRow]:
+        rows = self._query(
+            f"SELECT {', '.join(RECORD)} FROM records WHERE series_id = %s ORDER BY step, id",
+            (series_id,),
+        )
+        return [RecordRow(*row) for row in rows]
+
+    def images(self, series_id: int) -> list[ImageRow]:
+        rows = self._query(
+            f"SELECT {', '.join(IMAGE)} FROM images WHERE series_id = %s ORDER BY step, position",
+            (series_id,),
+        )
+        return [ImageRow(*row) for row in rows]
+
+    def artifacts(self, run_id: str) -> list[ArtifactRow]:
+        rows = self._query(
+            f"SELECT {', '.join(ARTIFACT)} FROM artifacts WHERE run_id = %s ORDER BY name",
+            (run_id,),
+        )
+        return [ArtifactRow(*row) for row in rows]
+
+    # -- integrity -------------------------------------------------------------------------
+
+    def check(self) -> list[Problem]:
+        """Verify the schema version and every chunk's checksum and point count.
+
+        Chunks are read in pages of :data:`CHECK_PAGE`, each in a transaction of its own,
+        so a check of a large store neither holds every blob in memory nor blocks writers.
+        Problems come in run id, key and chunk order.
+        """
+        problems: list[tuple[tuple[str, str, int], Problem]] = []
+        version = self.schema_version
+        if version != len(self.migrations):
+            what = f"schema version {version}, expected {len(self.migrations)}"
+            problems.append((("", "", -1), Problem(self.uri, what)))
+        names = {
+            sid: (run_id, key)
+            for sid, run_id, key in self._query('SELECT id, run_id, "key" FROM series')
+        }
+        after = (-1, -1)
+        while True:
+            page = self._query(
+                "SELECT series_id, seq, count, checksum, data FROM chunks "
+                "WHERE (series_id, seq) > (%s, %s) ORDER BY series_id, seq LIMIT %s",
+                (*after, CHECK_PAGE),
+            )
+            for sid, seq, count, crc, data in page:
+                run_id, key = names.get(sid, ("?", f"<series {sid}>"))
+                order = (run_id, key, seq)
+                where = f"run {run_id} key {key!r} chunk {seq}"
+                blob = bytes(data)
+                if chunk_codec.checksum(blob) != crc:
+                    problems.append((order, Problem(where, "checksum mismatch")))
+                    continue
+                try:
+                    if len(chunk_codec.decode(blob, where).step) != count:
+                        problems.append(
+                            (order, Problem(where, "point count differs from its index"))
+                        )
+                except Exception as exc:  # noqa: BLE001 - report, do not stop checking
+                    problems.append((order, Problem(where, str(exc))))
+            if len(page) < CHECK_PAGE:
+                break
+            after = (page[-1][0], page[-1][1])
+        return [problem for _, problem in sorted(problems, key=lambda item: item[0])]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop_connection()
