@@ -22,6 +22,7 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy
 
 test: setup lint
 	$(PY) -m pytest -q

@@ -56,7 +56,32 @@ def test_run_is_finished_with_its_metadata(recorded: Recorded) -> None:
     assert view.params["batch_size"] == demo.BATCH_SIZE
     assert view.params["model"]["width"] == demo.WIDTH
     assert view.params["data"]["train"] + view.params["data"]["val"] == 1797
-    assert view.keys() == ["acc", "grad_norm", "loss", "lr", "val/acc", "val/loss"]
+    assert view.keys("scalar")[:4] == [
+        "acc",
+        "grad_norm",
+        "gradients/0.bias/max",
+        "gradients/0.bias/mean",
+    ]
+    assert {"loss", "lr", "val/acc", "val/loss"} <= set(view.keys("scalar"))
+    assert view.keys("tensor") == [f"activations/{demo.RAW_LAYER}"]
+    assert view.keys("image") == ["val/samples"]
+
+
+def test_activations_gradients_and_prediction_grids(recorded: Recorded) -> None:
+    view = recorded.view
+    iterations = EPOCHS * recorded.per_epoch
+    activations = view.tensor(f"activations/{demo.RAW_LAYER}")
+    training_steps = [s for s in activations.steps.tolist() if s < iterations]
+    assert training_steps == list(range(0, iterations, demo.WATCH_EVERY))
+    assert activations.shape[2:] == (2 * demo.WIDTH, 8, 8)
+    norms = view.scalars(f"gradients/{demo.RAW_LAYER}.weight/norm")
+    assert norms["step"].tolist() == list(range(0, iterations, demo.WATCH_EVERY))
+    assert (norms["value"] > 0).all()
+    images = view.images("val/samples")
+    assert [i.step for i in images] == [(e + 1) * recorded.per_epoch - 1 for e in range(EPOCHS)]
+    assert images[0].array.dtype == np.uint8 and images[0].array.ndim == 2
+    assert images[-1].caption.startswith("predicted: ")
+    assert 'r.tensor("activations/2")[:, 0, 5, 3, 3]' in recorded.output
 
 
 def test_every_iteration_is_recorded_in_order(recorded: Recorded) -> None:

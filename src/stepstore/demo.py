@@ -45,6 +45,10 @@ LR_STEP_EPOCHS = 1
 LR_GAMMA = 0.5
 VAL_FRACTION = 0.2
 GRAD_NORM_EVERY = 10
+WATCH_EVERY = 10
+#: The layer whose activations are kept raw (the second convolution of the Sequential).
+RAW_LAYER = "2"
+SAMPLES = 16
 VIEW_POINTS = 2000
 
 
@@ -143,6 +147,8 @@ def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) 
     import torch
     from torch import nn
 
+    from .integrations.torch import watch
+
     torch.manual_seed(SEED)
     x_train, y_train, x_val, y_val = load_split()
     model = build_model(WIDTH)
@@ -184,6 +190,9 @@ def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) 
     ):
         run.policy("lr", stepstore.on_change("lr"))
         run.policy("grad_norm", stepstore.every(GRAD_NORM_EVERY))
+        # Raw activations of one layer, and statistics of every gradient, every 10 steps.
+        watch(run, model, what="activations", layers=[RAW_LAYER], when=stepstore.every(WATCH_EVERY))
+        watch(run, model, what="gradients", when=stepstore.every(WATCH_EVERY), reduce="stats")
         console.print(f"Recording run [bold]{run.name}[/] ({run.id}) into {escape(run.store)}")
         task = progress.add_task("train", total=epochs * per_epoch, loss="-", val_acc="-")
         step = 0
@@ -215,7 +224,16 @@ def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) 
                 val_loss = loss_fn(val_logits, y_val).item()
                 val_acc = (val_logits.argmax(1) == y_val).float().mean().item()
             # The epoch's last step, so validation does not use up a step number of its own.
-            run.log({"val/loss": val_loss, "val/acc": val_acc}, step=step - 1, epoch=epoch)
+            predictions = " ".join(str(int(p)) for p in val_logits[:SAMPLES].argmax(1))
+            samples = stepstore.Image(
+                stepstore.image_grid(x_val[:SAMPLES], columns=8),
+                caption=f"predicted: {predictions}",
+            )
+            run.log(
+                {"val/loss": val_loss, "val/acc": val_acc, "val/samples": samples},
+                step=step - 1,
+                epoch=epoch,
+            )
             progress.update(task, val_acc=f"{val_acc:.3f}")
         return run.id, run.store
 
@@ -234,6 +252,10 @@ def _report(location: str, run_id: str, console: Console) -> None:
         validation = r.scalars("val/*")
         lr = r.scalars("lr")
         view = r.scalars("loss", max_points=VIEW_POINTS)
+        activations = r.tensor(f"activations/{RAW_LAYER}")
+        neuron = activations[:, 0, 5, 3, 3]
+        images = r.images("val/samples")
+        grad_norms = r.scalars(f"gradients/{RAW_LAYER}.weight/norm")
         backend = store.backend
         where = backend.root.resolve() if isinstance(backend, SQLiteBackend) else None
 
@@ -273,6 +295,26 @@ def _report(location: str, run_id: str, console: Console) -> None:
     console.print(
         f'A plot-sized view, r.scalars("loss", max_points={VIEW_POINTS}), keeps {len(view)} of '
         f"{summary['loss']['count']} points (min/max-preserving: spikes stay visible)"
+    )
+    console.print(
+        f"Raw activations of layer {RAW_LAYER}: {activations!r}; channel 5 at pixel (3, 3) of "
+        f"the first image of each recorded batch, "
+        f'r.tensor("activations/{RAW_LAYER}")[:, 0, 5, 3, 3]:'
+    )
+    console.print(
+        "  "
+        + ", ".join(
+            f"step {s}: {v:.3f}" for s, v in zip(activations.steps[:8], neuron[:8], strict=False)
+        )
+        + ", ..."
+    )
+    console.print(
+        f"Gradient statistics (reduce='stats'): gradients/{RAW_LAYER}.weight/norm at "
+        f"{len(grad_norms)} steps, last {grad_norms['value'].iloc[-1]:.4g}"
+    )
+    console.print(
+        f"Prediction grids: {len(images)} images, one per epoch ({images[-1].array.shape} "
+        f"uint8); last caption: {images[-1].caption}"
     )
     if where is None:
         console.print(f"Stored in {escape(location)}", soft_wrap=True)

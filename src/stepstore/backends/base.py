@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,29 @@ from typing import Any, ClassVar
 from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
+
+#: Columns of the runs table, in the order every backend selects them.
+RUN_COLUMNS = (
+    "id",
+    "project",
+    "name",
+    "status",
+    "created",
+    "ended",
+    "heartbeat",
+    "host",
+    "pid",
+    "git_commit",
+    "params",
+    "tags",
+    "env",
+    "capture",
+    "writer",
+    "journal_seq",
+    "array_store",
+)
+JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
+UPDATABLE = frozenset({"status", "ended", "heartbeat", "capture", "writer", "journal_seq"})
 
 RUN_STATUSES = ("running", "finished", "crashed", "incomplete", "failed", "killed")
 
@@ -167,6 +191,28 @@ class Backend(ABC):
     #: URI schemes this backend serves, e.g. ``("file", "")`` for the embedded store.
     schemes: ClassVar[tuple[str, ...]] = ()
     uri: str
+    #: Seconds without a heartbeat after which a ``running`` run reads as ``crashed``.
+    stale_after: float = 60.0
+
+    def _record(self, row: Sequence[Any]) -> RunRecord:
+        """A run row (columns as :data:`RUN_COLUMNS`) as a record, stale status applied."""
+        data = dict(zip(RUN_COLUMNS, row, strict=True))
+        for name in JSON_FIELDS:
+            data[name] = json.loads(data[name])
+        record = RunRecord(**data)
+        if record.status == "running" and (record.heartbeat or record.created) < (
+            time.time() - self.stale_after
+        ):
+            record.status = "crashed"
+        return record
+
+    def _status_sql(self) -> str:
+        """SQL for a run's status as readers see it (a stale ``running`` is ``crashed``)."""
+        cutoff = float(time.time() - self.stale_after)
+        return (
+            "(CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat, r.created) < "
+            f"{cutoff!r} THEN 'crashed' ELSE r.status END)"
+        )
 
     @property
     @abstractmethod
@@ -175,7 +221,7 @@ class Backend(ABC):
 
     @property
     @abstractmethod
-    def default_array_store(self) -> str | None:
+    def default_array_store(self) -> str:
         """Where runs keep tensors, images and artifacts unless given ``array_store=``."""
 
     @abstractmethod

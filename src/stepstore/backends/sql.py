@@ -64,6 +64,8 @@ from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
 from .base import (
+    RUN_COLUMNS,
+    UPDATABLE,
     ArrayBatch,
     ArtifactRow,
     Backend,
@@ -85,27 +87,6 @@ ATTEMPTS = 5
 #: Chunks whose blobs one page of :meth:`SQLBackend.check` holds in memory.
 CHECK_PAGE = 64
 
-RUN_COLUMNS = (
-    "id",
-    "project",
-    "name",
-    "status",
-    "created",
-    "ended",
-    "heartbeat",
-    "host",
-    "pid",
-    "git_commit",
-    "params",
-    "tags",
-    "env",
-    "capture",
-    "writer",
-    "journal_seq",
-    "array_store",
-)
-JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
-UPDATABLE = frozenset({"status", "ended", "heartbeat", "capture", "writer", "journal_seq"})
 CHUNK_COLUMNS = (
     "series_id",
     "seq",
@@ -535,24 +516,6 @@ class SQLBackend(Backend):
             self._many(cursor, "INSERT INTO run_tags (run_id, tag) VALUES (%s, %s)", tags)
 
         self._run(work)
-
-    def _record(self, row: Sequence[Any]) -> RunRecord:
-        data = dict(zip(RUN_COLUMNS, row, strict=True))
-        for name in JSON_FIELDS:
-            data[name] = json.loads(data[name])
-        record = RunRecord(**data)
-        if record.status == "running" and (record.heartbeat or record.created) < (
-            time.time() - self.stale_after
-        ):
-            record.status = "crashed"
-        return record
-
-    def _status_sql(self) -> str:
-        cutoff = float(time.time() - self.stale_after)
-        return (
-            "(CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat, r.created) < "
-            f"{cutoff!r} THEN 'crashed' ELSE r.status END)"
-        )
 
     def get_run(self, id_or_name: str) -> RunRecord:
         select = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
 from .base import (
+    RUN_COLUMNS,
+    UPDATABLE,
     ArrayBatch,
     ArtifactRow,
     Backend,
@@ -155,12 +156,7 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-_RUN_COLUMNS = (
-    "id, project, name, status, created, ended, heartbeat, host, pid, git_commit, "
-    "params, tags, env, capture, writer, journal_seq, array_store"
-)
-_JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
-_UPDATABLE = {"status", "ended", "heartbeat", "capture", "writer", "journal_seq"}
+_RUN_COLUMNS = ", ".join(RUN_COLUMNS)
 
 
 class SQLiteBackend(Backend):
@@ -247,7 +243,7 @@ class SQLiteBackend(Backend):
     # -- runs ---------------------------------------------------------------------------
 
     def create_run(self, run: RunRecord) -> None:
-        values = [getattr(run, c.strip()) for c in _RUN_COLUMNS.split(",")]
+        values = [getattr(run, c) for c in RUN_COLUMNS]
         values = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in values]
         with self._write():
             self._db.execute(
@@ -262,25 +258,6 @@ class SQLiteBackend(Backend):
                 "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)",
                 [(run.id, tag) for tag in run.tags],
             )
-
-    def _record(self, row: Sequence[Any]) -> RunRecord:
-        names = [c.strip() for c in _RUN_COLUMNS.split(",")]
-        data = dict(zip(names, row, strict=True))
-        for name in _JSON_FIELDS:
-            data[name] = json.loads(data[name])
-        record = RunRecord(**data)
-        if record.status == "running" and (record.heartbeat or record.created) < (
-            time.time() - self.stale_after
-        ):
-            record.status = "crashed"
-        return record
-
-    def _status_sql(self) -> str:
-        cutoff = float(time.time() - self.stale_after)
-        return (
-            "(CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat, r.created) < "
-            f"{cutoff!r} THEN 'crashed' ELSE r.status END)"
-        )
 
     def get_run(self, id_or_name: str) -> RunRecord:
         with self._lock:
@@ -314,7 +291,7 @@ class SQLiteBackend(Backend):
         if project is not None:
             clauses.append("r.project = ?")
             args.append(project)
-        query = f"SELECT {', '.join('r.' + c.strip() for c in _RUN_COLUMNS.split(','))} FROM runs r"
+        query = f"SELECT {', '.join('r.' + c for c in RUN_COLUMNS)} FROM runs r"
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         with self._lock:
@@ -322,7 +299,7 @@ class SQLiteBackend(Backend):
         return [self._record(row) for row in rows]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        unknown = set(fields) - _UPDATABLE
+        unknown = set(fields) - UPDATABLE
         if unknown:
             raise InvalidArgumentError(f"cannot update run fields {sorted(unknown)}")
         names = sorted(fields)
@@ -538,8 +515,9 @@ class SQLiteBackend(Backend):
             counts: dict[int, list[int]] = {}
             for c in batch.chunks:
                 counts.setdefault(c.series_id, []).extend((c.first_step, c.last_step))
-            for r in (*batch.records, *batch.images):
-                counts.setdefault(r.series_id, []).append(r.step)
+            items: list[RecordRow | ImageRow] = [*batch.records, *batch.images]
+            for item in items:
+                counts.setdefault(item.series_id, []).append(item.step)
             for series_id, steps in counts.items():
                 self._db.execute(
                     "UPDATE series SET last_step = MAX(COALESCE(last_step, ?), ?), "
@@ -554,7 +532,7 @@ class SQLiteBackend(Backend):
             self._db.executemany(
                 "UPDATE series SET count = (SELECT COUNT(*) FROM records WHERE series_id = ?) + "
                 "(SELECT COUNT(*) FROM images WHERE series_id = ?) WHERE id = ?",
-                [(sid, sid, sid) for sid in {r.series_id for r in (*batch.records, *batch.images)}],
+                [(sid, sid, sid) for sid in {item.series_id for item in items}],
             )
 
     def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
@@ -568,8 +546,8 @@ class SQLiteBackend(Backend):
                 )
             ]
             chunks = [
-                ChunkIndex(*row[:6], bool(row[6]), *row[7:])
-                for row in self._db.execute(
+                ChunkIndex(sid, seg, chunk, first, last, count, bool(sealed), *blobs)
+                for sid, seg, chunk, first, last, count, sealed, *blobs in self._db.execute(
                     "SELECT series_id, segment, chunk, first_step, last_step, count, sealed, "
                     "steps, epochs, times, checksums FROM tensor_chunks WHERE series_id = ? "
                     "ORDER BY segment, chunk",

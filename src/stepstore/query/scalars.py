@@ -50,7 +50,12 @@ def _decode(row: ChunkRow, where: str, out: Columns | None = None) -> Columns:
 def _decode_all(rows: list[ChunkRow], where: str) -> Columns:
     """Decode consecutive chunks straight into one set of columns."""
     total = sum(r.count for r in rows)
-    columns = Columns(*(np.empty(total, np.int64) for _ in range(3)), np.empty(total, np.float64))
+    columns = Columns(
+        np.empty(total, np.int64),
+        np.empty(total, np.int64),
+        np.empty(total, np.int64),
+        np.empty(total, np.float64),
+    )
     start = 0
     for row in rows:
         stop = start + row.count

@@ -223,7 +223,7 @@ class RunView:
 
     def verify_arrays(self) -> list[Problem]:
         """Problems in this run's tensor chunks, images and artifacts."""
-        problems = []
+        problems: list[Problem] = []
         for key, series in self._all_series().items():
             where = f"run {self.id} key {key!r}"
             try:

@@ -139,7 +139,12 @@ def decode(blob: bytes, where: str = "chunk", out: Columns | None = None) -> Col
         raise StoreError(f"{where}: chunk holds {len(raw)} bytes, expected {32 * n}")
     table = np.frombuffer(raw, dtype="<i8").reshape(4, n)
     if out is None:
-        out = Columns(*(np.empty(n, np.int64) for _ in range(3)), np.empty(n, np.float64))
+        out = Columns(
+            np.empty(n, np.int64),
+            np.empty(n, np.int64),
+            np.empty(n, np.int64),
+            np.empty(n, np.float64),
+        )
     elif any(len(column) != n for column in out):
         raise StoreError(f"{where}: chunk holds {n} points, its index says {len(out.step)}")
     with np.errstate(over="ignore"):

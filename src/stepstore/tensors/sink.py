@@ -116,8 +116,8 @@ class SegmentWriter:
                     self._chunk_path(chunk.index), self.segment.chunk_steps * self.row_bytes
                 )
             raw = data.reshape(-1).view(np.uint8)
-            os.pwrite(chunk.fd, raw, chunk.rows * self.row_bytes)
-            chunk.checksums.append(zlib.crc32(raw))
+            os.pwrite(chunk.fd, raw.data, chunk.rows * self.row_bytes)
+            chunk.checksums.append(zlib.crc32(raw.data))
         else:
             if chunk.buffer is None:
                 chunk.buffer = np.zeros((self.segment.chunk_steps, *self.row_shape), self.dtype)

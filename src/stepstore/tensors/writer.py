@@ -64,6 +64,7 @@ class ArrayWriter:
         self._samples: dict[str, np.ndarray] = {}
         self._batch = ArrayBatch()
         self._cv = threading.Condition()
+        self._flush_wanted = False
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="stepstore-arrays", daemon=True)
         self._thread.start()
@@ -83,7 +84,8 @@ class ArrayWriter:
             self._jobs.append((*job, nbytes))
             self._queued_bytes += nbytes
             self._submitted += 1
-            self._cv.notify_all()
+            if len(self._jobs) == 1:  # a busy writer needs no wake-up
+                self._cv.notify_all()
 
     def _raise_if_failed(self, what: str) -> None:
         if self.error is not None:
@@ -95,6 +97,7 @@ class ArrayWriter:
         """Block until every job submitted so far is written and committed."""
         with self._cv:
             target = self._submitted
+            self._flush_wanted = True
             self._cv.notify_all()
             while self._committed < target:
                 self._raise_if_failed("flush()")
@@ -117,10 +120,11 @@ class ArrayWriter:
         next_commit = time.monotonic() + self.flush_interval
         while True:
             with self._cv:
-                while not self._jobs and not self._stop and self._committed == self._submitted:
-                    self._cv.wait(max(0.0, next_commit - time.monotonic()))
-                    if time.monotonic() >= next_commit:
+                while not (self._jobs or self._stop or self._flush_wanted):
+                    remaining = next_commit - time.monotonic()
+                    if remaining <= 0:
                         break
+                    self._cv.wait(remaining)
                 if self._stop and not self._jobs:
                     return
                 job = self._jobs.popleft() if self._jobs else None
@@ -131,7 +135,11 @@ class ArrayWriter:
                         self._queued_bytes -= job[-1]
                         self._done += 1
                         self._cv.notify_all()
-                if job is None or not self._jobs or time.monotonic() >= next_commit:
+                # commit on the interval, or once the queue is empty when a flush is wanted;
+                # never after every job (re-encoding an open zstd chunk each time)
+                due = time.monotonic() >= next_commit
+                if due or (self._flush_wanted and not self._jobs):
+                    self._flush_wanted = False
                     self._flush_series(durable=self.fsync)
                     next_commit = time.monotonic() + self.flush_interval
             except BaseException as exc:  # noqa: BLE001 - kept and raised on the caller
