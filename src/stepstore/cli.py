@@ -12,6 +12,7 @@ failed ``check``; 2 a usage error or a missing optional dependency.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from . import __version__
 from .errors import StepstoreError
-from .io import FORMATS, export_runs
+from .io import FORMATS, copy_runs, export_runs
 from .query import RunView, Store
 from .query import open as open_store
 
@@ -200,6 +201,32 @@ def export_command(
         views = [opened.run(run) for run in runs]
         rows = export_runs(views, path, fmt, list(keys) or None)
     click.echo(f"wrote {rows} rows from {len(views)} run(s) to {path} ({fmt})")
+
+
+@main.command("copy")
+@click.option("--from", "source", required=True, metavar="URI", help="Store to copy from.")
+@click.option("--to", "target", required=True, metavar="URI", help="Store to copy into.")
+@click.option("--where", metavar="EXPR", help="Only the runs matching this filter.")
+@click.option("--project", metavar="P", help="Only runs of this project.")
+@_json_option
+def copy_command(
+    source: str, target: str, where: str | None, project: str | None, as_json: bool
+) -> None:
+    """Copy runs between stores (idempotent: up-to-date runs are skipped).
+
+    The target is created if it is a new embedded store, migrated if it is a server.
+    """
+    from .backends import open_backend
+
+    with open_store(source) as src, Store(open_backend(target, create=True)) as dst:
+        results = copy_runs(src, dst, where=where, project=project)
+    if as_json:
+        _echo_json([dataclasses.asdict(r) for r in results])
+        return
+    for result in results:
+        click.echo(f"{result.action} {result.run_id} ({result.name}): {result.points} points")
+    copied = sum(r.action == "copied" for r in results)
+    click.echo(f"{copied} copied, {len(results) - copied} already up to date")
 
 
 @main.command("check")

@@ -76,6 +76,21 @@ class ArrayLocation:
             os.ftruncate(fd, size)
         return fd
 
+    def list(self, prefix: str) -> list[str]:
+        """Paths of the objects under ``prefix``, relative to the root."""
+        if self.local:
+            base = self._local(prefix)
+            return (
+                sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+                if base.is_dir()
+                else []
+            )
+        remote = self._remote(prefix)
+        if not self._fs.exists(remote):
+            return []
+        root = self._base.rstrip("/")
+        return sorted(p.removeprefix(root).lstrip("/") for p in self._fs.find(remote))
+
     def local_path(self, path: str) -> Path:
         """The filesystem path of a local object."""
         return self._local(path)

@@ -1,0 +1,112 @@
+"""Copy runs between stores (a laptop's embedded store into the team's PostgreSQL, ...).
+
+Copying is idempotent: a run already in the target with the same journal position and
+status is skipped; otherwise its chunks, summaries and array index rows are written again
+(they replace themselves), records only if the target has none for that key, and its
+array files (tensors, images, artifacts) are copied into the target's array store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from dataclasses import dataclass
+
+from ..backends.base import ArrayBatch, Backend, RunRecord
+from ..errors import InvalidArgumentError, NotFoundError
+from ..query.views import RunView, Store
+from ..series import chunk as codec
+from ..tensors.location import ArrayLocation
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What happened to one run: ``copied`` or ``skipped`` (already up to date)."""
+
+    run_id: str
+    name: str
+    action: str
+    points: int
+
+
+def _copy_arrays(run_id: str, source: ArrayLocation, target: ArrayLocation) -> None:
+    """Copy the array files of a run (``RUN_ID/...``) between two array locations."""
+    if source.local and target.local:
+        tree = source.local_path(run_id)
+        if tree.is_dir() and tree.resolve() != target.local_path(run_id).resolve():
+            shutil.copytree(tree, target.local_path(run_id), dirs_exist_ok=True)
+        return
+    for path in source.list(run_id):
+        target.write(path, source.read(path))
+
+
+def _location(backend: Backend, record: RunRecord) -> ArrayLocation:
+    return ArrayLocation(record.array_store or backend.default_array_store)
+
+
+def copy_run(view: RunView, source: Backend, target: Backend) -> CopyResult:
+    """Copy one run from ``source`` into ``target``; see the module docstring."""
+    record = source.get_run(view.id)
+    try:
+        existing: RunRecord | None = target.get_run(record.id)
+    except NotFoundError:
+        existing = None
+    if existing is not None and (existing.journal_seq, existing.status) == (
+        record.journal_seq,
+        record.status,
+    ):
+        return CopyResult(record.id, record.name, "skipped", 0)
+    if existing is None:
+        target.create_run(dataclasses.replace(record, array_store=None))
+    _copy_arrays(record.id, _location(source, record), ArrayLocation(target.default_array_store))
+    points = 0
+    target_series = {s.key: s for s in target.series(record.id)}
+    for series in source.series(record.id):
+        series_id = target.ensure_series(record.id, series.key, series.kind)
+        where = f"run {record.id} key {series.key!r}"
+        if series.kind == "scalar":
+            chunks = [
+                (
+                    series_id,
+                    codec.make_chunk(row.seq, codec.decode(row.data or b"", where), row.sealed),
+                )
+                for row in source.chunks(series.id)
+            ]
+            target.commit(record.id, chunks, [(series_id, series.summary)], {})
+            points += series.summary.count
+            continue
+        batch = ArrayBatch()
+        segments, index = source.tensor_index(series.id)
+        batch.segments = [dataclasses.replace(s, series_id=series_id) for s in segments]
+        batch.chunks = [dataclasses.replace(c, series_id=series_id) for c in index]
+        batch.images = [
+            dataclasses.replace(i, series_id=series_id) for i in source.images(series.id)
+        ]
+        old = target_series.get(series.key)
+        if old is None or not target.records(old.id):
+            batch.records = [
+                dataclasses.replace(r, series_id=series_id) for r in source.records(series.id)
+            ]
+        target.commit_arrays(batch)
+        points += series.summary.count
+    target.commit_arrays(ArrayBatch(artifacts=source.artifacts(record.id)))
+    target.update_run(
+        record.id,
+        status=record.status,
+        ended=record.ended,
+        heartbeat=record.heartbeat,
+        capture=record.capture,
+        writer=record.writer,
+        journal_seq=record.journal_seq,
+    )
+    return CopyResult(record.id, record.name, "copied", points)
+
+
+def copy_runs(
+    source: Store, target: Store, where: str | None = None, project: str | None = None
+) -> list[CopyResult]:
+    """Copy the runs of ``source`` matching ``where``/``project`` into ``target``."""
+    if os.path.realpath(source.uri) == os.path.realpath(target.uri):
+        raise InvalidArgumentError(f"copy: source and target are the same store {source.uri}")
+    return [copy_run(view, source.backend, target.backend) for view in source.runs(where, project)]
