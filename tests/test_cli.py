@@ -385,3 +385,15 @@ def test_installed_console_script_runs_the_real_demo(tmp_path):
     assert demo.returncode == 0, demo.stderr
     run_id = demo.stdout.splitlines()[-1].removeprefix("run id: ")
     assert ss.open(store).run(run_id).status == "finished"
+
+
+def test_migrate_creates_and_reports_the_schema_version(tmp_path):
+    from click.testing import CliRunner
+
+    from stepstore.backends.sqlite import SCHEMA_VERSION
+    from stepstore.cli import main
+
+    result = CliRunner().invoke(main, ["migrate", "--store", str(tmp_path / "new")])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"{tmp_path / 'new'}: schema version {SCHEMA_VERSION}"
+    assert (tmp_path / "new" / "stepstore.db").exists()

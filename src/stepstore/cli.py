@@ -229,6 +229,26 @@ def copy_command(
     click.echo(f"{copied} copied, {len(results) - copied} already up to date")
 
 
+@main.command("migrate")
+@_store_option
+def migrate_command(store: str | None) -> None:
+    """Create the store if needed and bring its schema to this version of stepstore.
+
+    Opening a store for recording migrates it too; this command does it ahead of time (a
+    server store shared by a team, for instance). A store written by a newer stepstore is
+    refused.
+    """
+    from .backends import open_backend
+    from .config import load_config
+
+    uri = load_config(store=_store_uri(store)).store
+    backend = open_backend(uri, create=True)
+    try:
+        click.echo(f"{backend.uri}: schema version {backend.schema_version}")
+    finally:
+        backend.close()
+
+
 @main.command("check")
 @_json_option
 @_store_option

@@ -560,7 +560,7 @@ class BackendConformance:
     def test_newer_schema_is_refused(
         self, backend: Backend, store_uri: str, store_sql: StoreSQL
     ) -> None:
-        version = backend.schema_version  # type: ignore[attr-defined]  # every backend has it
+        version = backend.schema_version
         assert version >= 1
         store_sql("UPDATE meta SET value = ? WHERE \"key\" = 'schema_version'", (str(version + 1),))
         pattern = rf"schema version {version + 1} is newer than this stepstore supports"

@@ -216,6 +216,11 @@ class Backend(ABC):
 
     @property
     @abstractmethod
+    def schema_version(self) -> int:
+        """The schema version of the open store (after its migrations ran)."""
+
+    @property
+    @abstractmethod
     def journal_dir(self) -> Path:
         """Local directory where this process keeps run journals for this store."""
 
