@@ -8,7 +8,9 @@ policy and appends to the journal; see ``writer.py`` for the rest.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fnmatch
+import hashlib
 import os
 import secrets
 import signal
@@ -23,11 +25,13 @@ from typing import Any
 from .backends import open_backend
 from .backends.base import RUN_STATUSES, Backend, RunRecord
 from .config import Config, load_config
+from .distributed import rank_and_world, shared_run_id
 from .environment import describe
 from .errors import (
     InvalidArgumentError,
     InvalidValueError,
     KindMismatchError,
+    NotFoundError,
     RunStateError,
     StepOrderError,
     WriterError,
@@ -99,7 +103,7 @@ _NOUNS = (
 
 
 def _new_name(run_id: str) -> str:
-    pick = int(run_id[:8], 16)
+    pick = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:4], "big")
     return (
         f"{_ADJECTIVES[pick % len(_ADJECTIVES)]}-{_NOUNS[pick // 97 % len(_NOUNS)]}-{run_id[-4:]}"
     )
@@ -717,6 +721,71 @@ class Run:
                 self._keys[key].rejected = info.get("skipped", 0)
 
 
+class IdleRun(Run):
+    """The run as a non-zero rank of a distributed job sees it: every call does nothing.
+
+    It has the shared run's id, so ranks can refer to it; rank 0 records.
+    """
+
+    def __init__(self, run_id: str, project: str, name: str | None, rank: int) -> None:
+        self._record = RunRecord(id=run_id, project=project, name=name or run_id)
+        self._rank = rank
+        self._step = 0
+
+    def __repr__(self) -> str:
+        return f"<IdleRun {self.id} rank={self._rank} (rank 0 records)>"
+
+    @property
+    def store(self) -> str:
+        """Rank 0's store (this rank writes nothing)."""
+        return ""
+
+    def log(
+        self,
+        values: Mapping[str, Any],
+        step: int | None = None,
+        epoch: int | None = None,
+        when: Policy | None = None,
+        advance: bool = True,
+    ) -> None:
+        """Does nothing on this rank."""
+
+    def log_record(
+        self, key: str, record: Mapping[str, Any], step: int | None = None, epoch: int | None = None
+    ) -> None:
+        """Does nothing on this rank."""
+
+    def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> str:
+        """Does nothing on this rank."""
+        return name or Path(os.fspath(path)).name
+
+    def policy(self, pattern: str, when: Policy) -> Run:
+        """Does nothing on this rank."""
+        return self
+
+    def reduce(
+        self,
+        pattern: str,
+        how: str | None = None,
+        *,
+        dtype: str | None = None,
+        sample: int | None = None,
+        bins: int = 64,
+    ) -> Run:
+        """Does nothing on this rank."""
+        return self
+
+    def budget(self, nbytes: int, keys: str = "*") -> Run:
+        """Does nothing on this rank."""
+        return self
+
+    def flush(self) -> None:
+        """Does nothing on this rank."""
+
+    def finish(self, status: str = "finished") -> None:
+        """Does nothing on this rank."""
+
+
 def init(
     project: str,
     name: str | None = None,
@@ -757,6 +826,11 @@ def init(
         raise InvalidArgumentError(f"params={params!r}: expected a dict or None")
     if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags or ()):
         raise InvalidArgumentError(f"tags={tags!r}: expected a list of non-empty strings")
+    rank, world = rank_and_world()
+    if world > 1:
+        shared = shared_run_id(rank, world)
+        if rank != 0:
+            return IdleRun(shared, project, name, rank)
     config = load_config(
         store=None if store is None else os.fspath(store),
         flush_interval=flush_interval,
@@ -767,6 +841,9 @@ def init(
         config.store, create=True, stale_after=config.stale_after, fsync=config.fsync
     )
     recover_orphans(backend, config.chunk_size)
+    if world > 1 and resume is None:
+        with contextlib.suppress(NotFoundError):  # a restarted job continues its run
+            resume = backend.get_run(shared).id
     if resume is not None:
         record = backend.get_run(resume)
         if record.project != project:
@@ -779,7 +856,7 @@ def init(
         record.status, record.pid, record.host = "running", info["pid"], info["host"]
         _install_sigterm_handler()
         return Run(backend, record, config, allow_rewind=allow_rewind, resumed=True)
-    run_id = secrets.token_hex(8)
+    run_id = shared if world > 1 else secrets.token_hex(8)
     info = describe()
     record = RunRecord(
         id=run_id,
