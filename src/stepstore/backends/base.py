@@ -185,6 +185,24 @@ def flatten_params(
             yield path, None, json.dumps(value, sort_keys=True, default=str)
 
 
+def chunk_selection(
+    series_id: int,
+    steps: tuple[int, int] | None,
+    epochs: tuple[int, int] | None,
+    param: str,
+) -> tuple[str, list[int]]:
+    """``WHERE`` clause (ordered by seq) and arguments choosing a series' chunks that overlap
+    inclusive step and epoch ranges; ``param`` is the driver's placeholder."""
+    clause, args = f"WHERE series_id = {param}", [series_id]
+    if steps is not None:
+        clause += f" AND last_step >= {param} AND first_step <= {param}"
+        args += [steps[0], steps[1]]
+    if epochs is not None:
+        clause += f" AND max_epoch >= {param} AND min_epoch <= {param}"
+        args += [epochs[0], epochs[1]]
+    return clause + " ORDER BY seq", args
+
+
 class Backend(ABC):
     """One metadata store (a URI scheme). Methods are safe to call from several threads."""
 

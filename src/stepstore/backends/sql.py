@@ -75,6 +75,7 @@ from .base import (
     RecordRow,
     RunRecord,
     SeriesRecord,
+    chunk_selection,
     flatten_params,
 )
 
@@ -678,14 +679,8 @@ class SQLBackend(Backend):
         epochs: tuple[int, int] | None = None,
         with_data: bool = True,
     ) -> list[ChunkRow]:
-        clause, args = "WHERE series_id = %s", [series_id]
-        if steps is not None:
-            clause += " AND last_step >= %s AND first_step <= %s"
-            args += [steps[0], steps[1]]
-        if epochs is not None:
-            clause += " AND max_epoch >= %s AND min_epoch <= %s"
-            args += [epochs[0], epochs[1]]
-        return self._chunk_rows(clause + " ORDER BY seq", args, with_data)
+        clause, args = chunk_selection(series_id, steps, epochs, "%s")
+        return self._chunk_rows(clause, args, with_data)
 
     # -- arrays, records, images, artifacts --------------------------------------------------
 

@@ -35,6 +35,7 @@ from .base import (
     RecordRow,
     RunRecord,
     SeriesRecord,
+    chunk_selection,
     flatten_params,
 )
 
@@ -435,14 +436,8 @@ class SQLiteBackend(Backend):
         epochs: tuple[int, int] | None = None,
         with_data: bool = True,
     ) -> list[ChunkRow]:
-        clause, args = "WHERE series_id = ?", [series_id]
-        if steps is not None:
-            clause += " AND last_step >= ? AND first_step <= ?"
-            args += [steps[0], steps[1]]
-        if epochs is not None:
-            clause += " AND max_epoch >= ? AND min_epoch <= ?"
-            args += [epochs[0], epochs[1]]
-        return self._chunk_rows(clause + " ORDER BY seq", args, with_data)
+        clause, args = chunk_selection(series_id, steps, epochs, "?")
+        return self._chunk_rows(clause, args, with_data)
 
     # -- arrays, records, images, artifacts ---------------------------------------------------
 

@@ -41,31 +41,28 @@ class StagingPool:
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A host buffer of this shape and dtype (its contents are garbage)."""
-        free = self._free.get((shape, dtype.str))
-        if free:
-            try:
-                buffer = free.pop()
-            except IndexError:
-                pass
-            else:
-                self._kept_bytes -= buffer.nbytes
-                return buffer
-        return np.empty(shape, dtype)
+        buffer = self._reuse((shape, dtype.str))
+        return np.empty(shape, dtype) if buffer is None else buffer
 
     def take_pinned(self, tensor: Any) -> Any:
         """A pinned host tensor like ``tensor`` (CUDA capture)."""
         import torch
 
-        free = self._free.get((tuple(tensor.shape), str(tensor.dtype), "pinned"))
-        if free:
-            try:
-                buffer = free.pop()
-            except IndexError:
-                pass
-            else:
-                self._kept_bytes -= buffer.nbytes
-                return buffer
-        return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, pin_memory=True)
+        buffer = self._reuse((tuple(tensor.shape), str(tensor.dtype), "pinned"))
+        if buffer is None:
+            buffer = torch.empty(tuple(tensor.shape), dtype=tensor.dtype, pin_memory=True)
+        return buffer
+
+    def _reuse(self, slot: tuple[Any, ...]) -> Any:
+        """A kept buffer for ``slot``, or None."""
+        free = self._free.get(slot)
+        try:
+            buffer = free.pop() if free else None
+        except IndexError:  # another thread took the last one
+            return None
+        if buffer is not None:
+            self._kept_bytes -= buffer.nbytes
+        return buffer
 
     def give(self, buffer: Any) -> None:
         """Return a buffer once the writer is done with it."""
