@@ -48,6 +48,13 @@ def dir_size(path: str | os.PathLike[str]) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
+def disk_usage(path: str | os.PathLike[str]) -> int:
+    """Bytes allocated on disk under ``path`` (st_blocks; sparse files count what they use)."""
+    root = Path(path)
+    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+    return sum(p.stat().st_blocks * 512 for p in files)
+
+
 def sqlite_checkpoint(db: str | os.PathLike[str]) -> None:
     """Fold a WAL into the database file so its size is what stays on disk."""
     con = sqlite3.connect(db)

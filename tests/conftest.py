@@ -47,3 +47,15 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
         timeout=timeout,
         env=env,
     )
+
+
+# Fixtures giving each test a fresh store in every backend (SQLite, PostgreSQL, MariaDB).
+from .backend_fixtures import (  # noqa: E402
+    backend,
+    server,
+    server_uri,
+    store_sql,
+    store_uri,
+)
+
+__all__ = ["backend", "server", "server_uri", "store_sql", "store_uri"]

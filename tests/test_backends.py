@@ -16,8 +16,6 @@ from stepstore.backends.postgresql import PostgresBackend
 from stepstore.backends.sql import CONNECT_TIMEOUT, ServerAddress, mask_password
 from stepstore.testing import BackendConformance, run_record
 
-pytest_plugins = ["tests.backend_fixtures"]
-
 
 class TestBackends(BackendConformance):
     """The conformance suite, once per backend (the ``store_uri`` fixture's parameters)."""

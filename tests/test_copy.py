@@ -12,8 +12,6 @@ from stepstore.io import copy_runs
 
 from .conftest import FAST
 
-pytest_plugins = ["tests.backend_fixtures"]
-
 
 def record_source(path, tmp_path):
     run = ss.init("copy", store=path, params={"lr": 0.1}, tags=["laptop"], chunk_size=16, **FAST)

@@ -250,27 +250,46 @@ def migrate_command(store: str | None) -> None:
 
 
 @main.command("check")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Drop damaged chunks, images and artifacts (keeping every intact point), cut torn "
+    "tensor chunks back to their intact rows and rebuild summaries; then check again.",
+)
 @_json_option
 @_store_option
-def check_command(as_json: bool, store: str | None) -> None:
+def check_command(repair: bool, as_json: bool, store: str | None) -> None:
     """Verify the store's integrity.
 
     Checks the database and every chunk's checksum; lists what is damaged and exits 1 if
-    anything is.
+    anything is. With ``--repair`` it first repairs what it can (embedded store only) and
+    lists the repairs; the exit code then says whether anything is still damaged.
     """
+    from .repair import repair as repair_store
+
     with _open(store) as opened:
+        repaired = repair_store(opened) if repair else []
         problems = opened.check()
         uri = opened.uri
     if as_json:
-        _echo_json(
-            {"ok": not problems, "problems": [{"where": p.where, "what": p.what} for p in problems]}
-        )
-    elif not problems:
-        click.echo("ok")
+        document: dict[str, Any] = {
+            "ok": not problems,
+            "problems": [{"where": p.where, "what": p.what} for p in problems],
+        }
+        if repair:
+            document["repaired"] = [{"where": p.where, "what": p.what} for p in repaired]
+        _echo_json(document)
     else:
+        for fixed in repaired:
+            click.echo(f"repaired {fixed.where}: {fixed.what}")
+        if repair:
+            click.echo(f"{len(repaired)} repair(s) in {uri}")
+        if not problems:
+            click.echo("ok")
         for problem in problems:
             click.echo(f"{problem.where}: {problem.what}")
-        click.echo(f"{len(problems)} problem(s) in {uri}")
+        if problems:
+            click.echo(f"{len(problems)} problem(s) in {uri}")
     if problems:
         click.get_current_context().exit(1)
 

@@ -67,7 +67,8 @@ class Journal:
             raise
         try:
             if create:
-                os.ftruncate(self._fd, HEADER_SIZE + capacity * RECORD.size)
+                # allocated, not sparse: a full disk fails here, not as SIGBUS in log()
+                os.posix_fallocate(self._fd, 0, HEADER_SIZE + capacity * RECORD.size)
                 os.pwrite(self._fd, _HEADER.pack(_MAGIC, 1, RECORD.size, capacity), 0)
             else:
                 magic, _, size, capacity = _HEADER.unpack(os.pread(self._fd, _HEADER.size, 0))

@@ -170,6 +170,11 @@ class PostgresBackend(SQLBackend):
     current_schema_sql = "current_schema()"
     series_key_conflict = '(run_id, md5("key"))'
 
+    def _cursor(self, connection: Any) -> Any:
+        """A cursor receiving results in binary: chunk blobs (bytea) arrive as bytes,
+        without the hex text encoding that costs about 3x on reads."""
+        return connection.cursor(binary=True)
+
     def _connect(self) -> Any:
         psycopg = import_driver("psycopg", "postgres", self.uri)
         settings: dict[str, Any] = {"autocommit": False}

@@ -364,6 +364,10 @@ class SQLBackend(Backend):
 
     # -- connection and transactions -----------------------------------------------------
 
+    def _cursor(self, connection: Any) -> Any:
+        """A cursor of ``connection`` (a backend may ask its driver for a faster kind)."""
+        return connection.cursor()
+
     def _connection(self) -> Any:
         """The open connection, connecting (again) if there is none, it broke, or it was
         inherited from the parent process through ``fork()``."""
@@ -397,7 +401,7 @@ class SQLBackend(Backend):
                 connection = self._connection()
                 committing = False
                 try:
-                    with connection.cursor() as cursor:
+                    with self._cursor(connection) as cursor:
                         result = work(cursor)
                     committing = True
                     connection.commit()

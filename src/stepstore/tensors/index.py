@@ -9,8 +9,9 @@ from dataclasses import dataclass
 class Segment:
     """One shape segment of a tensor series: a Zarr v3 array ``path`` under the array root.
 
-    ``codec`` is ``"raw"`` (rows written in place, one CRC-32 per row) or ``"zstd"`` (whole
-    chunks compressed, one CRC-32 per chunk file).
+    ``codec`` is ``"raw"`` (rows written in place) or ``"zstd"`` (whole chunks compressed,
+    the open one rewritten at each flush). Either way the index keeps a CRC-32 per row, so a
+    chunk file newer than its index row (a flush cut short) still verifies.
     """
 
     series_id: int
@@ -27,7 +28,7 @@ class ChunkIndex:
     """One chunk of a segment: which steps its rows hold, their epochs, times and checksums.
 
     ``steps``, ``epochs`` and ``times`` are little-endian int64 arrays (one entry per row),
-    ``checksums`` little-endian uint32 (per row for raw chunks, one for zstd chunks).
+    ``checksums`` little-endian uint32, the CRC-32 of each row's bytes.
     """
 
     series_id: int

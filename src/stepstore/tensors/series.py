@@ -127,44 +127,29 @@ class TensorSeries:
     # -- chunk access ---------------------------------------------------------------------
 
     def _chunk_array(self, number: int, rows: np.ndarray | None) -> np.ndarray:
-        """Chunk ``number`` as an array ``(chunk_steps, *shape)``; verifies what it reads."""
+        """Chunk ``number`` as an array ``(chunk_steps, *shape)``; checks the CRC of each of
+        ``rows`` (the rows a read returns whole) against the index."""
         chunk = self._chunks[number]
         segment = self._segments[chunk.segment]
-        path = f"{segment.path}/{chunk_key(chunk.chunk, len(segment.shape) + 1)}"
-        dtype = storage_dtype(segment.dtype)
-        full = (segment.chunk_steps, *segment.shape)
-        if segment.codec == "raw" and self._location.local:
-            local = self._location.local_path(path)
-            if not local.exists():
-                raise StoreError(f"tensor {self.key!r}: chunk file {local} is missing")
-            data = np.memmap(local, dtype=dtype, mode="r", shape=full)
+        path = chunk_path(segment, chunk)
+        try:
+            if self._cache is not None and self._cache[0] == number:
+                data = self._cache[1]
+            else:
+                data = load_chunk(self._location, segment, path)
+                if not isinstance(data, np.memmap):
+                    self._cache = (number, data)
             if rows is not None:
-                sums = np.frombuffer(chunk.checksums, "<u4")
-                for pos in rows:
-                    if (
-                        pos < len(sums)
-                        and zlib.crc32(data[pos].reshape(-1).view(np.uint8)) != sums[pos]
-                    ):
-                        raise StoreError(
-                            f"tensor {self.key!r}: checksum mismatch in {local} (row {pos}, "
-                            f"step {np.frombuffer(chunk.steps, '<i8')[pos]}); run `stepstore check`"
-                        )
-            return data
-        if self._cache is not None and self._cache[0] == number:
-            return self._cache[1]
-        blob = self._location.read(path)
-        if zlib.crc32(blob) != int(np.frombuffer(chunk.checksums, "<u4")[0]):
-            raise StoreError(
-                f"tensor {self.key!r}: checksum mismatch in "
-                f"{self._location.describe(path)}; run `stepstore check`"
-            )
-        if segment.codec == "zstd":
-            from numcodecs import Zstd
-
-            blob = Zstd().decode(blob)
-        array = np.frombuffer(blob, dtype=dtype).reshape(full)
-        self._cache = (number, array)
-        return array
+                bad = first_bad_row(data, chunk, rows)
+                if bad is not None:
+                    step = np.frombuffer(chunk.steps, "<i8")[bad]
+                    raise StoreError(
+                        f"checksum mismatch in {self._location.describe(path)} "
+                        f"(row {bad}, step {step})"
+                    )
+        except StoreError as exc:
+            raise StoreError(f"tensor {self.key!r}: {exc}; run `stepstore check`") from None
+        return data
 
     def _gather(self, rows: np.ndarray, rest: tuple[Any, ...], single: bool) -> Any:
         whole_rows = not rest or all(isinstance(r, slice) and r == slice(None) for r in rest)
@@ -254,3 +239,50 @@ class TensorSeries:
         data = self[:]
         dims = ["step", *(f"dim_{i}" for i in range(data.ndim - 1))]
         return xr.DataArray(data, dims=dims, coords={"step": self.steps}, name=self.key)
+
+
+def chunk_path(segment: Segment, chunk: ChunkIndex) -> str:
+    """Path of a chunk file under the array root (its Zarr chunk key)."""
+    return f"{segment.path}/{chunk_key(chunk.chunk, len(segment.shape) + 1)}"
+
+
+def load_chunk(location: ArrayLocation, segment: Segment, path: str) -> np.ndarray:
+    """A chunk file as an array ``(chunk_steps, *shape)``: memory-mapped when raw and local,
+    else read (and decompressed). Raises ``StoreError`` naming the file when it is missing,
+    short or does not decompress."""
+    dtype = storage_dtype(segment.dtype)
+    full = (segment.chunk_steps, *segment.shape)
+    size = int(np.prod(full, dtype=np.int64)) * dtype.itemsize
+    if segment.codec == "raw" and location.local:
+        local = location.local_path(path)
+        if not local.exists():
+            raise StoreError(f"chunk file {local} is missing")
+        if local.stat().st_size < size:
+            raise StoreError(
+                f"chunk file {local} is short ({local.stat().st_size} of {size} bytes)"
+            )
+        return np.memmap(local, dtype=dtype, mode="r", shape=full)
+    blob = location.read(path)
+    if segment.codec == "zstd":
+        from numcodecs import Zstd
+
+        try:
+            blob = Zstd().decode(blob)
+        except (RuntimeError, ValueError) as exc:
+            raise StoreError(
+                f"chunk file {location.describe(path)} does not decompress ({exc})"
+            ) from None
+    if len(blob) != size:
+        raise StoreError(
+            f"chunk file {location.describe(path)} holds {len(blob)} bytes, expected {size}"
+        )
+    return np.frombuffer(blob, dtype=dtype).reshape(full)
+
+
+def first_bad_row(data: np.ndarray, chunk: ChunkIndex, rows: Any) -> int | None:
+    """The first of ``rows`` whose CRC-32 differs from the chunk's index, or None."""
+    sums = np.frombuffer(chunk.checksums, "<u4")
+    for pos in rows:
+        if pos < len(sums) and zlib.crc32(data[pos].reshape(-1).view(np.uint8)) != sums[pos]:
+            return int(pos)
+    return None

@@ -107,7 +107,10 @@ class SegmentWriter:
         return f"{self.segment.path}/{chunk_key(index, len(self.row_shape) + 1)}"
 
     def append(self, step: int, epoch: int, time_us: int, row: np.ndarray) -> None:
-        """Write one step's row."""
+        """Write one step's row. Nothing is counted before the row is written, so a call
+        that raises (a full disk) can be repeated."""
+        if self._chunk.rows == self.segment.chunk_steps:
+            self._seal()
         chunk = self._chunk
         data = np.ascontiguousarray(row, dtype=self.dtype)
         if self.in_place:
@@ -115,21 +118,18 @@ class SegmentWriter:
                 chunk.fd = self.location.open_chunk(
                     self._chunk_path(chunk.index), self.segment.chunk_steps * self.row_bytes
                 )
-            raw = data.reshape(-1).view(np.uint8)
-            os.pwrite(chunk.fd, raw.data, chunk.rows * self.row_bytes)
-            chunk.checksums.append(zlib.crc32(raw.data))
+            os.pwrite(chunk.fd, data.reshape(-1).view(np.uint8).data, chunk.rows * self.row_bytes)
         else:
             if chunk.buffer is None:
                 chunk.buffer = np.zeros((self.segment.chunk_steps, *self.row_shape), self.dtype)
             chunk.buffer[chunk.rows] = data
+        chunk.checksums.append(zlib.crc32(data.reshape(-1).view(np.uint8).data))
         chunk.steps.append(step)
         chunk.epochs.append(epoch)
         chunk.times.append(time_us)
         chunk.rows += 1
         chunk.dirty = True
         self.rows += 1
-        if chunk.rows == self.segment.chunk_steps:
-            self._seal()
 
     def _index(self, chunk: _OpenChunk, sealed: bool) -> ChunkIndex:
         return ChunkIndex(
@@ -151,13 +151,13 @@ class SegmentWriter:
         raw = chunk.buffer.reshape(-1).view(np.uint8)
         blob = bytes(_compressor().encode(raw)) if self.segment.codec == "zstd" else raw.tobytes()
         self.location.write(self._chunk_path(chunk.index), blob)
-        chunk.checksums = [zlib.crc32(blob)]
 
     def _seal(self) -> None:
         chunk = self._chunk
         if chunk.fd is not None:
             os.fsync(chunk.fd)
             os.close(chunk.fd)
+            chunk.fd = None
         else:
             self._write_packed(chunk)
         self._pending.append(self._index(chunk, sealed=True))
@@ -165,6 +165,8 @@ class SegmentWriter:
 
     def flush(self, durable: bool) -> list[ChunkIndex]:
         """Make rows so far readable (and durable with ``durable``); return index updates."""
+        if self._chunk.rows == self.segment.chunk_steps:
+            self._seal()
         chunk = self._chunk
         if chunk.dirty and chunk.rows:
             if chunk.fd is not None:

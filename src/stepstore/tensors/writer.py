@@ -130,7 +130,12 @@ class ArrayWriter:
                 job = self._jobs.popleft() if self._jobs else None
             try:
                 if job is not None:
-                    self._handle(job)
+                    try:
+                        self._handle(job)
+                    except BaseException:
+                        with self._cv:
+                            self._jobs.appendleft(job)  # kept for the retry
+                        raise
                     with self._cv:
                         self._queued_bytes -= job[-1]
                         self._done += 1
@@ -146,7 +151,12 @@ class ArrayWriter:
                 with self._cv:
                     self.error = exc
                     self._cv.notify_all()
-                return
+                time.sleep(min(self.flush_interval, 1.0))  # then retry: nothing is dropped
+                continue
+            if self.error is not None:
+                with self._cv:
+                    self.error = None
+                    self._cv.notify_all()
 
     def _flush_series(self, durable: bool) -> None:
         for series in self._series.values():

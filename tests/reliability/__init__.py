@@ -1,0 +1,1 @@
+"""Fault-injection tests: killed writers, full disks, concurrent readers, server restarts."""
