@@ -74,6 +74,7 @@ class SegmentWriter:
         self.in_place = segment.codec == "raw" and location.local
         self._chunk = _OpenChunk(0)
         self._pending: list[ChunkIndex] = []
+        self._sealed_fds: list[int] = []
         self._meta_rows = -1
 
     @classmethod
@@ -155,8 +156,7 @@ class SegmentWriter:
     def _seal(self) -> None:
         chunk = self._chunk
         if chunk.fd is not None:
-            os.fsync(chunk.fd)
-            os.close(chunk.fd)
+            self._sealed_fds.append(chunk.fd)  # synced at the next flush, before its index
             chunk.fd = None
         else:
             self._write_packed(chunk)
@@ -167,6 +167,10 @@ class SegmentWriter:
         """Make rows so far readable (and durable with ``durable``); return index updates."""
         if self._chunk.rows == self.segment.chunk_steps:
             self._seal()
+        while self._sealed_fds:
+            if durable:
+                os.fdatasync(self._sealed_fds[0])
+            os.close(self._sealed_fds.pop(0))
         chunk = self._chunk
         if chunk.dirty and chunk.rows:
             if chunk.fd is not None:
