@@ -302,12 +302,13 @@ class window(Policy):  # noqa: N801
         return f"window({self.start}, {self.stop})"
 
 
-class AnyOf(Policy):
-    """Records what either policy records (``a | b``)."""
+class _Combined(Policy):
+    """Two policies joined by an operator; subclasses say how their decisions combine."""
 
     __slots__ = ("a", "b")
     a: Policy
     b: Policy
+    symbol = ""
 
     def __init__(self, a: Policy, b: Policy) -> None:
         object.__setattr__(self, "a", a)
@@ -316,33 +317,28 @@ class AnyOf(Policy):
     @property
     def triggers(self) -> frozenset[str]:
         return self.a.triggers | self.b.triggers
+
+    def __repr__(self) -> str:
+        return f"({self.a!r} {self.symbol} {self.b!r})"
+
+
+class AnyOf(_Combined):
+    """Records what either policy records (``a | b``)."""
+
+    __slots__ = ()
+    symbol = "|"
 
     def compile(self, latest: Mapping[str, float]) -> Check:
         a, b = self.a.compile(latest), self.b.compile(latest)
         return lambda step, epoch, ks: a(step, epoch, ks) or b(step, epoch, ks)
 
-    def __repr__(self) -> str:
-        return f"({self.a!r} | {self.b!r})"
 
-
-class AllOf(Policy):
+class AllOf(_Combined):
     """Records what both policies record (``a & b``)."""
 
-    __slots__ = ("a", "b")
-    a: Policy
-    b: Policy
-
-    def __init__(self, a: Policy, b: Policy) -> None:
-        object.__setattr__(self, "a", a)
-        object.__setattr__(self, "b", b)
-
-    @property
-    def triggers(self) -> frozenset[str]:
-        return self.a.triggers | self.b.triggers
+    __slots__ = ()
+    symbol = "&"
 
     def compile(self, latest: Mapping[str, float]) -> Check:
         a, b = self.a.compile(latest), self.b.compile(latest)
         return lambda step, epoch, ks: a(step, epoch, ks) and b(step, epoch, ks)
-
-    def __repr__(self) -> str:
-        return f"({self.a!r} & {self.b!r})"
