@@ -10,6 +10,8 @@ each in a freshly created database, dropped afterwards):
    run (10 keys per ``run.log`` call, ``journal_slots=1<<22``, default flush and fsync) and
    waits at a barrier after ``ss.init``. Aggregate points/s = all points / the wall time from
    the barrier's release to the last ``finish()`` returning. Each repeat gets a fresh store.
+   Then the same with 16 processes as the ranks of one distributed job recording into one
+   shared run with ``ranks="all"`` (``RANK``/``WORLD_SIZE``/``STEPSTORE_RUN_ID`` set).
 2. Read path (warm, median of repeats): one key's 1M points into pandas, a 2,000-point
    ``max_points`` view of a 10M-point key, and ``store.runs(where=...)`` over 1,000 small
    runs. The three runs are recorded once in SQLite and copied (``stepstore.io.copy_runs``)
@@ -69,6 +71,7 @@ class Settings:
     """Sizes and repeats; ``--quick`` shrinks them."""
 
     writers: tuple[int, ...] = (1, 4, 16)
+    ranks: int = 16  # processes of the "ranks of one run" ingest
     ingest_repeats: int = 3
     read_repeats: int = 5
     points_per_writer: int = 1_000_000  # N per writer process (16 writers: 16M points)
@@ -164,14 +167,19 @@ def create_schema(uri: str) -> None:
 # ==========================================================================================
 
 
-def worker(uri: str, points: int, index: int) -> None:
-    """One writer process: init, report ready, wait for "go", log, finish, report."""
+def worker(uri: str, points: int, index: int, world: int) -> None:
+    """One writer process: init, report ready, wait for "go", log, finish, report. With
+    ``world`` > 0 it is rank ``index`` of a job whose ranks share one run."""
     rng = np.random.default_rng(100 + index)
     keys = [f"metric/{k:02d}" for k in range(WIDTH)]
     pool = [
         dict(zip(keys, row, strict=True)) for row in rng.standard_normal((POOL, WIDTH)).tolist()
     ]
-    run = ss.init("bench-ingest", name=f"writer-{index}", store=uri, journal_slots=SLOTS)
+    if world:
+        os.environ.update(RANK=str(index), WORLD_SIZE=str(world), STEPSTORE_RUN_ID="bench-job")
+    run = ss.init(
+        "bench-ingest", name=f"writer-{index}", store=uri, journal_slots=SLOTS, ranks="all"
+    )
     log, mask, calls = run.log, POOL - 1, points // WIDTH
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
@@ -196,12 +204,15 @@ def worker(uri: str, points: int, index: int) -> None:
     print(json.dumps(report), flush=True)
 
 
-def ingest_once(uri: str, writers: int, points: int, journals: Path) -> dict[str, Any]:
+def ingest_once(
+    uri: str, writers: int, points: int, journals: Path, as_ranks: bool
+) -> dict[str, Any]:
     env = {**os.environ, "STEPSTORE_JOURNAL_DIR": str(journals / "journals")}
     env["STEPSTORE_ARRAY_STORE"] = str(journals / "arrays")
+    world = str(writers if as_ranks else 0)
     procs = [
         subprocess.Popen(
-            [sys.executable, str(HERE), "--worker", uri, str(points), str(i)],
+            [sys.executable, str(HERE), "--worker", uri, str(points), str(i), world],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -245,18 +256,24 @@ def ingest_once(uri: str, writers: int, points: int, journals: Path) -> dict[str
     }
 
 
+def ingest_labels(cfg: Settings) -> list[str]:
+    """The ingest cases: ``"N"`` writers of their own runs, ``"N ranks"`` of one run."""
+    return [*map(str, cfg.writers), f"{cfg.ranks} ranks"]
+
+
 def ingest(cfg: Settings, backends: list[str], tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rep in range(cfg.ingest_repeats):
         order = backends[rep % len(backends) :] + backends[: rep % len(backends)]
-        for writers in cfg.writers:
+        for label in ingest_labels(cfg):
+            writers, as_ranks = int(label.split()[0]), label.endswith("ranks")
             for backend in order:
-                log_line(f"1 ingest: {backend}, {writers} writer(s), rep {rep + 1}")
+                log_line(f"1 ingest: {backend}, {label}, rep {rep + 1}")
                 with fresh_store(backend, tmp, "ingest") as uri:
                     if backend != "sqlite":
                         create_schema(uri)
-                    result = ingest_once(uri, writers, cfg.points_per_writer, tmp)
-                entry = out.setdefault(backend, {}).setdefault(str(writers), {})
+                    result = ingest_once(uri, writers, cfg.points_per_writer, tmp, as_ranks)
+                entry = out.setdefault(backend, {}).setdefault(label, {})
                 for k, v in result.items():
                     entry.setdefault(k, []).append(v)
                 log_line(f"  {result['points_per_s']:,.0f} points/s, {result['wall_s']:.2f} s")
@@ -393,14 +410,14 @@ def report(cfg: Settings, backends: list[str], missing: dict[str, str], res: dic
             "",
         ]
         rows = []
-        for w in cfg.writers:
-            base = median(ing["sqlite"][str(w)]["points_per_s"]) if "sqlite" in ing else None
+        for w in ingest_labels(cfg):
+            base = median(ing["sqlite"][w]["points_per_s"]) if "sqlite" in ing else None
             for b in backends:
-                e = ing[b][str(w)]
+                e = ing[b][w]
                 pps = median(e["points_per_s"])
                 lo, hi = spread(e["points_per_s"])
                 target = "—"
-                if b == "postgresql" and w == 16:
+                if b == "postgresql" and w == "16":
                     target = f"≥ 1M: {verdict(pps >= 1e6)}"
                 rows.append(
                     [
@@ -476,11 +493,11 @@ def main() -> None:
     )
     parser.add_argument("--points", type=int, help="points per writer (overrides the default)")
     parser.add_argument("--tmp", help="directory for the temporary stores")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        uri, points, index = args.worker
-        worker(uri, int(points), int(index))
+        uri, points, index, world = args.worker
+        worker(uri, int(points), int(index), int(world))
         return
 
     cfg = Settings.quick() if args.quick else Settings()

@@ -44,7 +44,8 @@ def test_ranks_without_a_way_to_agree_are_told_how(monkeypatch, store_path):
         ss.init("dist", store=store_path)
 
 
-def test_torch_distributed_broadcasts_rank_zeros_id(tmp_path):
+@pytest.mark.parametrize("ranks", ["zero", "all"])
+def test_torch_distributed_broadcasts_rank_zeros_id(tmp_path, ranks):
     pytest.importorskip("torch")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -54,7 +55,7 @@ def test_torch_distributed_broadcasts_rank_zeros_id(tmp_path):
         rank = int(sys.argv[1])
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{sys.argv[2]}",
                                 rank=rank, world_size=2)
-        run = ss.init("dist", store=sys.argv[3], flush_interval=0.05)
+        run = ss.init("dist", store=sys.argv[3], flush_interval=0.05, ranks=sys.argv[4])
         run.log({"loss": float(rank)})
         run.finish()
         print(run.id, type(run).__name__)
@@ -76,6 +77,7 @@ def test_torch_distributed_broadcasts_rank_zeros_id(tmp_path):
                 str(rank),
                 str(port),
                 str(tmp_path / "s"),
+                ranks,
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -86,9 +88,11 @@ def test_torch_distributed_broadcasts_rank_zeros_id(tmp_path):
     outputs = [p.communicate(timeout=120)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert outputs[0][0] == outputs[1][0]
-    assert [o[1] for o in outputs] == ["Run", "IdleRun"]
+    assert [o[1] for o in outputs] == ["Run", "IdleRun" if ranks == "zero" else "Run"]
     view = ss.open(tmp_path / "s").run(outputs[0][0])
     assert view.scalars("loss")["value"].tolist() == [0.0]
+    recorded = view.scalars("loss", ranks="all")[["rank", "value"]].values.tolist()
+    assert recorded == ([[0, 0.0]] if ranks == "zero" else [[0, 0.0], [1, 1.0]])
 
 
 def test_single_process_ignores_rank_variables(monkeypatch, store_path):

@@ -182,9 +182,20 @@ def show_command(run: str, as_json: bool, store: str | None) -> None:
     metavar="KEY",
     help="A key or glob to export; repeat for more [default: every scalar key].",
 )
+@click.option(
+    "--all-ranks",
+    is_flag=True,
+    help='Every rank\'s points of runs recorded with ranks="all", with a rank column '
+    "[default: rank 0's].",
+)
 @_store_option
 def export_command(
-    runs: tuple[str, ...], fmt: str | None, path: str, keys: tuple[str, ...], store: str | None
+    runs: tuple[str, ...],
+    fmt: str | None,
+    path: str,
+    keys: tuple[str, ...],
+    all_ranks: bool,
+    store: str | None,
 ) -> None:
     """Export runs' scalar series to CSV or Parquet.
 
@@ -199,7 +210,7 @@ def export_command(
         fmt = _SUFFIXES[suffix]
     with _open(store) as opened:
         views = [opened.run(run) for run in runs]
-        rows = export_runs(views, path, fmt, list(keys) or None)
+        rows = export_runs(views, path, fmt, list(keys) or None, "all" if all_ranks else None)
     click.echo(f"wrote {rows} rows from {len(views)} run(s) to {path} ({fmt})")
 
 
@@ -262,8 +273,9 @@ def check_command(repair: bool, as_json: bool, store: str | None) -> None:
     """Verify the store's integrity.
 
     Checks the database and every chunk's checksum; lists what is damaged and exits 1 if
-    anything is. With ``--repair`` it first repairs what it can (embedded store only) and
-    lists the repairs; the exit code then says whether anything is still damaged.
+    anything is. With ``--repair`` it first repairs what it can (runs still being recorded
+    are left alone) and lists the repairs; the exit code then says whether anything is still
+    damaged.
     """
     from .repair import repair as repair_store
 
@@ -370,6 +382,7 @@ def _describe(view: RunView, full: bool = False) -> dict[str, Any]:
             env=view.env,
             capture=view.capture,
             writer=view.writer,
+            ranks={str(rank): status for rank, status in view.rank_status.items()},
         )
     return data
 
@@ -377,9 +390,15 @@ def _describe(view: RunView, full: bool = False) -> dict[str, Any]:
 def _metadata(view: RunView) -> dict[str, str]:
     env = view.env
     writer = view.writer
+    ranks = view.rank_status
     return {
         "project": view.project,
         "status": view.status,
+        **(
+            {"ranks": ", ".join(f"{rank} {status}" for rank, status in ranks.items())}
+            if len(ranks) > 1
+            else {}
+        ),
         "created": _local_time(view.created),
         "ended": _local_time(view.ended),
         "host": f"{view.host} (pid {view.pid})",

@@ -30,6 +30,11 @@ class Config:
             as ``crashed`` (``$STEPSTORE_STALE_AFTER``).
         tensor_queue_bytes: Bytes of staged tensors and images the array writer may hold;
             beyond it ``log()`` waits (``$STEPSTORE_TENSOR_QUEUE_BYTES``).
+        ranks: In a distributed job, ``"zero"`` records rank 0 only (the other ranks' calls
+            do nothing); ``"all"`` records every rank, each point carrying its rank
+            (``$STEPSTORE_RANKS``).
+        rank_wait: Seconds a non-zero rank waits for rank 0 to create the shared run
+            (``$STEPSTORE_RANK_WAIT``).
     """
 
     store: str = DEFAULT_STORE
@@ -40,6 +45,8 @@ class Config:
     fsync: bool = True
     stale_after: float = 60.0
     tensor_queue_bytes: int = 256 << 20
+    ranks: str = "zero"
+    rank_wait: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.flush_interval > 0:
@@ -64,6 +71,12 @@ class Config:
             raise InvalidArgumentError(
                 f"stale_after={self.stale_after!r}: expected a positive number of seconds"
             )
+        if self.ranks not in ("zero", "all"):
+            raise InvalidArgumentError(f"ranks={self.ranks!r}: expected 'zero' or 'all'")
+        if not self.rank_wait >= 0:
+            raise InvalidArgumentError(
+                f"rank_wait={self.rank_wait!r}: expected a number of seconds >= 0"
+            )
 
 
 _ENV = {
@@ -75,6 +88,8 @@ _ENV = {
     "fsync": "STEPSTORE_FSYNC",
     "stale_after": "STEPSTORE_STALE_AFTER",
     "tensor_queue_bytes": "STEPSTORE_TENSOR_QUEUE_BYTES",
+    "ranks": "STEPSTORE_RANKS",
+    "rank_wait": "STEPSTORE_RANK_WAIT",
 }
 
 

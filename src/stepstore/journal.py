@@ -16,7 +16,8 @@ slot (``seq % capacity``). Key names go to a small append-only side file (one JS
 per key), written with ``os.write`` when a key is first seen.
 
 The owning process holds an exclusive ``flock`` on the journal file: a journal whose lock
-can be taken belongs to a process that died.
+can be taken belongs to a process that died. Each rank recording into a run (``ranks="all"``)
+has its own journal: ``RUN_ID.journal`` for rank 0, ``RUN_ID.rN.journal`` for rank N.
 """
 
 from __future__ import annotations
@@ -85,10 +86,11 @@ class Journal:
         )
 
     @classmethod
-    def create(cls, directory: Path, run_id: str, capacity: int) -> Journal:
-        """Create (or truncate) the journal of ``run_id`` in ``directory``, locked by us."""
+    def create(cls, directory: Path, run_id: str, capacity: int, rank: int = 0) -> Journal:
+        """Create (or truncate) the journal of ``run_id``'s ``rank`` in ``directory``,
+        locked by us."""
         directory.mkdir(parents=True, exist_ok=True)
-        return cls(directory / f"{run_id}{SUFFIX}", capacity, create=True)
+        return cls(directory / journal_name(run_id, rank), capacity, create=True)
 
     @classmethod
     def claim_orphan(cls, path: Path) -> Journal | None:
@@ -142,6 +144,17 @@ class Journal:
         self.mm.close()
         os.close(self._keys_fd)
         os.close(self._fd)
+
+
+def journal_name(run_id: str, rank: int = 0) -> str:
+    """File name of the journal of ``run_id``'s ``rank`` (run ids hold no dots)."""
+    return f"{run_id}{SUFFIX}" if rank == 0 else f"{run_id}.r{rank}{SUFFIX}"
+
+
+def journal_owner(path: Path) -> tuple[str, int]:
+    """The run id and rank a journal file belongs to."""
+    run_id, _, rank = path.name.removesuffix(SUFFIX).partition(".r")
+    return run_id, int(rank) if rank.isdigit() else 0
 
 
 def journal_paths(directory: Path) -> list[Path]:

@@ -23,6 +23,8 @@ trigger values at its last recorded point), so combinations behave predictably:
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -68,12 +70,19 @@ class Policy:
     """Base of all capture policies; immutable, combinable with ``|`` and ``&``."""
 
     __slots__ = ()
+    __array_ufunc__ = None  # ``array | policy``: NumPy leaves it to __ror__, which refuses
 
     def __or__(self, other: Policy) -> Policy:
         return AnyOf(self, _as_policy(other, "|"))
 
     def __and__(self, other: Policy) -> Policy:
         return AllOf(self, _as_policy(other, "&"))
+
+    def __ror__(self, other: Any) -> Policy:  # ``3 | every(2)``: the left side is no policy
+        return AnyOf(_as_policy(other, "|"), self)
+
+    def __rand__(self, other: Any) -> Policy:
+        return AllOf(_as_policy(other, "&"), self)
 
     def compile(self, latest: Mapping[str, float]) -> Check:
         """Return the fast predicate for this policy; ``latest`` maps trigger keys to values."""
@@ -103,9 +112,20 @@ def _as_policy(value: Any, op: str) -> Policy:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """``value`` as an int (a Python or NumPy integer, not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InvalidArgumentError(f"{name}={value!r}: expected an integer >= {minimum}")
-    return int(value)
+    return operator.index(value)
+
+
+def _as_real(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (not a bool); None if it is not."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return -math.inf if value < 0 else math.inf
 
 
 class every(Policy):  # noqa: N801 - policies read as verbs in user code
@@ -159,11 +179,16 @@ class at(Policy):  # noqa: N801
         return f"at({', '.join(map(str, sorted(self.steps)))})"
 
 
+#: The smallest ``log_spaced`` base: 37,000 marks below 2**63 (base 2: 64).
+MIN_LOG_BASE = 1.001
+
+
 class log_spaced(Policy):  # noqa: N801
     """Record densely early and sparsely late: the first point at or after each mark.
 
     Marks are 0, 1, then each mark times ``base`` rounded up (and at least one more than the
-    previous mark): 0, 1, 2, 4, 8, ... for ``base=2``.
+    previous mark): 0, 1, 2, 4, 8, ... for ``base=2``. ``base`` is a finite number of at
+    least :data:`MIN_LOG_BASE` (1.001).
     """
 
     __slots__ = ("base", "marks")
@@ -171,10 +196,20 @@ class log_spaced(Policy):  # noqa: N801
     marks: tuple[int, ...]
 
     def __init__(self, base: float = 2) -> None:
-        if isinstance(base, bool) or not isinstance(base, (int, float)) or not base > 1:
-            raise InvalidArgumentError(f"log_spaced(base={base!r}): expected a number > 1")
-        object.__setattr__(self, "base", base)
-        object.__setattr__(self, "marks", tuple(log_spaced_marks(base)))
+        number: float | None = _as_real(base)
+        if isinstance(base, numbers.Integral) and number is not None:
+            number = operator.index(base)  # exact marks for any int, however large
+        if number is None or not 1 < number < math.inf:
+            raise InvalidArgumentError(
+                f"log_spaced(base={base!r}): expected a number > 1 (and finite)"
+            )
+        if number < MIN_LOG_BASE:  # marks would grow by one for ages: millions of them
+            raise InvalidArgumentError(
+                f"log_spaced(base={base!r}): expected a number >= {MIN_LOG_BASE}; a base "
+                "closer to 1 records nearly every step (use every(1) for that)"
+            )
+        object.__setattr__(self, "base", number)
+        object.__setattr__(self, "marks", tuple(log_spaced_marks(number)))
 
     def compile(self, latest: Mapping[str, float]) -> Check:
         marks = self.marks
@@ -212,15 +247,15 @@ class on_change(Policy):  # noqa: N801
         if not isinstance(key, str) or not key:
             raise InvalidArgumentError(f"on_change(key={key!r}): expected a non-empty key name")
         for name, value in (("rel", rel), ("abs", abs)):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0
-            ):
+            number = None if value is None else _as_real(value)
+            if value is not None and (number is None or not number >= 0):
                 raise InvalidArgumentError(
                     f"on_change({name}={value!r}): expected a number >= 0 or None"
                 )
+            if value is not None and not (type(value) in (int, float) and value == number):
+                value = number  # NumPy scalars, Fractions, ints beyond a float (inf)
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "key", key)
-        object.__setattr__(self, "rel", rel)
-        object.__setattr__(self, "abs", abs)
 
     @property
     def triggers(self) -> frozenset[str]:

@@ -1,7 +1,7 @@
 """``stepstore check --repair``: drop what is damaged, keep everything intact, rebuild summaries.
 
-:func:`repair` works on the embedded SQLite store (the only backend whose rows it can delete
-so far) and fixes what :meth:`stepstore.Store.check` reports:
+:func:`repair` works on every backend (the embedded SQLite store, PostgreSQL and
+MariaDB/MySQL) and fixes what :meth:`stepstore.Store.check` reports:
 
 - a scalar chunk whose checksum, decoding or point count fails is deleted; the series'
   summary (count, min, max, last, first and last step) is rebuilt from the chunks left;
@@ -16,28 +16,37 @@ so far) and fixes what :meth:`stepstore.Store.check` reports:
 - a series whose stored summary disagrees with its chunks gets it rebuilt.
 
 Runs left behind by dead processes are recovered when the store is opened (see
-``recovery.py``), before this runs. Runs still being recorded (their journal is held by a
-live process) are left alone. Each series is repaired in one transaction, data files are
+``recovery.py``), before this runs. Runs that may still be recorded are left alone: those
+whose status reads ``running`` (a live process, perhaps on another host, keeps their
+heartbeat fresh) and those with a journal in the store's local journal directory (held by
+a live process on this host). The edits of each series go to the backend as one
+:class:`~stepstore.backends.base.RepairBatch`, applied in one transaction; data files are
 never rewritten (only padded with zeros past the intact rows), and nothing intact is
-deleted. Integrity errors of the SQLite file itself (``PRAGMA integrity_check``) are not
-repaired; :meth:`Store.check` still reports them afterwards.
+deleted. Damage to the database itself (a failed ``PRAGMA integrity_check`` of the SQLite
+file, a server schema of another version) is not repaired; :meth:`Store.check` still
+reports it afterwards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend, Problem, SeriesRecord
-from .backends.sqlite import SQLiteBackend
-from .errors import InvalidArgumentError, StoreError
+from .backends.base import (
+    Backend,
+    Problem,
+    RepairBatch,
+    RunRecord,
+    SeriesRecord,
+    series_label,
+)
+from .errors import StoreError
 from .journal import SUFFIX
 from .query.views import Store
 from .series import chunk as chunk_codec
@@ -47,59 +56,48 @@ from .tensors.index import ChunkIndex, Segment
 from .tensors.location import ArrayLocation
 from .tensors.series import chunk_path, first_bad_row, load_chunk
 
-#: One SQL statement and its parameters.
-_Statement = tuple[str, Sequence[Any]]
-
 
 def repair(store: Store) -> list[Problem]:
     """Repair ``store`` in place; return one :class:`Problem` per repair made.
 
     Each ``Problem.where`` names the run, key and chunk (or image, artifact); ``what`` says
     what was done and how many points or rows were lost. Afterwards :meth:`Store.check`
-    reports only what cannot be repaired (damage inside the SQLite file itself).
-
-    Raises:
-        InvalidArgumentError: The store is not an embedded (SQLite) store.
+    reports only what cannot be repaired (damage to the database itself) and damage in
+    runs that may still be recorded, which are left alone.
     """
-    backend = _sqlite(store.backend)
+    backend = store.backend
     repaired: list[Problem] = []
-    for view in store.runs():
-        run_id = view.id
-        if (backend.journal_dir / f"{run_id}{SUFFIX}").exists():
-            continue  # being recorded by a live process: its writer owns the summaries
-        location = ArrayLocation(view._record.array_store or backend.default_array_store)
-        for series in backend.series(run_id):
-            where = f"run {run_id} key {series.key!r}"
+    for run in backend.find_runs():  # statuses as store.runs() reads them
+        if _maybe_recording(backend, run):
+            continue  # its writer owns the summaries and may still extend its chunks
+        location = ArrayLocation(run.array_store or backend.default_array_store)
+        for series in backend.series(run.id, None):
+            batch = RepairBatch()
+            where = series_label(run.id, series.key, series.rank)
             if series.kind == "scalar":
-                repaired.extend(_repair_scalars(backend, series, where))
+                repaired.extend(_repair_scalars(backend, series, where, batch))
             elif series.kind == "tensor":
-                repaired.extend(_repair_tensor(backend, location, series, where))
+                repaired.extend(_repair_tensor(backend, location, series, where, batch))
             elif series.kind == "image":
-                repaired.extend(_repair_images(backend, location, series, where))
-        repaired.extend(_repair_artifacts(backend, location, run_id))
+                repaired.extend(_repair_images(backend, location, series, where, batch))
+            backend.apply_repairs(batch)
+        batch = RepairBatch()
+        repaired.extend(_repair_artifacts(backend, location, run.id, batch))
+        backend.apply_repairs(batch)
     return repaired
 
 
-# -- SQLite access ---------------------------------------------------------------------------
-
-
-def _sqlite(backend: Backend) -> SQLiteBackend:
-    """The backend as a SQLite store, or a clear error for the others."""
-    if not isinstance(backend, SQLiteBackend):
-        raise InvalidArgumentError(
-            f"repair of {backend.uri} is not supported: only the embedded (SQLite) store can be "
-            "repaired so far; `stepstore check` still reports what is damaged"
-        )
-    return backend
-
-
-def _execute(backend: SQLiteBackend, statements: Sequence[_Statement]) -> None:
-    """Run ``statements`` (SQL, parameters) in one write transaction of ``backend``."""
-    if not statements:
-        return
-    with backend._write():
-        for sql, args in statements:
-            backend._db.execute(sql, args)
+def _maybe_recording(backend: Backend, run: RunRecord) -> bool:
+    """Whether a live process may be recording ``run``: its status or one of its ranks'
+    reads ``running`` (a stale one reads ``crashed``), or a journal of it, of any rank, is
+    in the store's local journal directory (``<id>.journal`` or ``<id>.rN.journal``)."""
+    journals = backend.journal_dir
+    return (
+        run.status == "running"
+        or any(r.status == "running" for r in backend.ranks(run.id))
+        or (journals / f"{run.id}{SUFFIX}").exists()
+        or any(journals.glob(f"{run.id}.*{SUFFIX}"))
+    )
 
 
 def _same(a: float | int | None, b: float | int | None) -> bool:
@@ -118,29 +116,15 @@ def _same_summary(a: Summary, b: Summary) -> bool:
     )
 
 
-def _summary_sql(series_id: int, summary: Summary) -> _Statement:
-    return (
-        "UPDATE series SET count = ?, min = ?, max = ?, last = ?, first_step = ?, last_step = ? "
-        "WHERE id = ?",
-        (
-            summary.count,
-            summary.min,
-            summary.max,
-            summary.last,
-            summary.first_step,
-            summary.last_step,
-            series_id,
-        ),
-    )
-
-
 # -- scalar series ---------------------------------------------------------------------------
 
 
-def _repair_scalars(backend: SQLiteBackend, series: SeriesRecord, where: str) -> list[Problem]:
-    """Delete damaged chunks of a scalar series and rebuild its summary from the rest."""
+def _repair_scalars(
+    backend: Backend, series: SeriesRecord, where: str, batch: RepairBatch
+) -> list[Problem]:
+    """Add to ``batch`` the deletion of a scalar series' damaged chunks and, when the stored
+    one differs, its summary rebuilt from the chunks left."""
     repaired: list[Problem] = []
-    statements: list[_Statement] = []
     summary = Summary()
     for row in backend.chunks(series.id):
         at = f"{where} chunk {row.seq}"
@@ -157,25 +141,19 @@ def _repair_scalars(backend: SQLiteBackend, series: SeriesRecord, where: str) ->
                 if len(columns.step) != row.count:
                     reason = "point count differs from its index"
         if reason is not None:
-            statements.append(
-                ("DELETE FROM chunks WHERE series_id = ? AND seq = ?", (series.id, row.seq))
-            )
+            batch.chunks.append((series.id, row.seq))
             repaired.append(Problem(at, f"deleted the chunk ({reason}); {row.count} point(s) lost"))
             continue
         summary.update(columns)
     if not _same_summary(summary, series.summary):
-        statements.append(_summary_sql(series.id, summary))
+        batch.summaries.append((series.id, summary))
         repaired.append(
             Problem(where, f"rebuilt the summary from its chunks ({summary.count} points)")
         )
-    _execute(backend, statements)
     return repaired
 
 
 # -- tensor series ---------------------------------------------------------------------------
-
-
-_CHUNK_KEY = "series_id = ? AND segment = ? AND chunk = ?"
 
 
 @dataclass(frozen=True)
@@ -229,19 +207,38 @@ def _pad(location: ArrayLocation, segment: Segment, chunk: ChunkIndex, size: int
             os.ftruncate(handle.fileno(), size)
 
 
+def _cut_index(chunk: ChunkIndex, rows: int) -> ChunkIndex:
+    """The index row of ``chunk`` with only its first ``rows`` rows (at least one)."""
+    steps = np.frombuffer(chunk.steps, "<i8")[:rows]
+    return dataclasses.replace(
+        chunk,
+        first_step=int(steps[0]),
+        last_step=int(steps[-1]),
+        count=rows,
+        steps=steps.tobytes(),
+        epochs=np.frombuffer(chunk.epochs, "<i8")[:rows].tobytes(),
+        times=np.frombuffer(chunk.times, "<i8")[:rows].tobytes(),
+        checksums=np.frombuffer(chunk.checksums, "<u4")[:rows].tobytes(),
+    )
+
+
 def _repair_tensor(
-    backend: SQLiteBackend, location: ArrayLocation, series: SeriesRecord, where: str
+    backend: Backend,
+    location: ArrayLocation,
+    series: SeriesRecord,
+    where: str,
+    batch: RepairBatch,
 ) -> list[Problem]:
-    """Drop missing or damaged tensor chunks, cut torn raw chunks back to their intact rows."""
+    """Add to ``batch`` the drop of missing or damaged tensor chunks, the cut of torn raw
+    chunks back to their intact rows and a stale summary rebuilt; short raw chunk files are
+    padded at once."""
     segments, chunks = backend.tensor_index(series.id)
     by_number = {s.segment: s for s in segments}
     repaired: list[Problem] = []
-    statements: list[_Statement] = []
     kept: list[tuple[int, int, int]] = []  # (count, first step, last step) of each chunk kept
     for chunk in chunks:
         segment = by_number.get(chunk.segment)
         at = f"{where} segment {chunk.segment} chunk {chunk.chunk}"
-        args = (chunk.series_id, chunk.segment, chunk.chunk)
         if segment is None:
             cut: _Cut | None = _Cut(0, f"segment {chunk.segment} is not in the index")
         elif segment.codec == "raw" and location.local:
@@ -259,33 +256,17 @@ def _repair_tensor(
             continue
         lost = chunk.count - cut.rows
         if cut.rows == 0:
-            statements.append((f"DELETE FROM tensor_chunks WHERE {_CHUNK_KEY}", args))
+            batch.tensor_chunks.append((chunk.series_id, chunk.segment, chunk.chunk))
             repaired.append(Problem(at, f"dropped the chunk ({cut.reason}); {lost} row(s) lost"))
             continue
-        n = cut.rows
-        steps = np.frombuffer(chunk.steps, "<i8")[:n]
-        statements.append(
-            (
-                "UPDATE tensor_chunks SET count = ?, first_step = ?, last_step = ?, steps = ?, "
-                f"epochs = ?, times = ?, checksums = ? WHERE {_CHUNK_KEY}",
-                (
-                    n,
-                    int(steps[0]),
-                    int(steps[-1]),
-                    steps.tobytes(),
-                    np.frombuffer(chunk.epochs, "<i8")[:n].tobytes(),
-                    np.frombuffer(chunk.times, "<i8")[:n].tobytes(),
-                    np.frombuffer(chunk.checksums, "<u4")[:n].tobytes(),
-                    *args,
-                ),
-            )
-        )
-        kept.append((n, int(steps[0]), int(steps[-1])))
+        shorter = _cut_index(chunk, cut.rows)
+        batch.cut_tensor_chunks.append(shorter)
+        kept.append((shorter.count, shorter.first_step, shorter.last_step))
         repaired.append(
             Problem(
                 at,
-                f"cut the chunk to its {n} intact row(s) ({cut.reason}); {lost} row(s) lost "
-                f"(steps {int(np.frombuffer(chunk.steps, '<i8')[n])} and later)",
+                f"cut the chunk to its {cut.rows} intact row(s) ({cut.reason}); {lost} row(s) "
+                f"lost (steps {int(np.frombuffer(chunk.steps, '<i8')[cut.rows])} and later)",
             )
         )
     summary = Summary(
@@ -293,18 +274,15 @@ def _repair_tensor(
         first_step=min((f for _, f, _ in kept), default=None),
         last_step=max((last for _, _, last in kept), default=None),
     )
-    repaired.extend(_step_summary(statements, series, summary, where))
-    _execute(backend, statements)
+    repaired.extend(_step_summary(batch, series, summary, where))
     return repaired
 
 
 def _step_summary(
-    statements: list[_Statement],
-    series: SeriesRecord,
-    summary: Summary,
-    where: str,
+    batch: RepairBatch, series: SeriesRecord, summary: Summary, where: str
 ) -> list[Problem]:
-    """Queue a summary update (count and steps) for a non-scalar series when it is stale."""
+    """Add to ``batch`` the summary (count and steps) of a non-scalar series when the stored
+    one differs."""
     stored = series.summary
     if (stored.count, stored.first_step, stored.last_step) == (
         summary.count,
@@ -312,12 +290,7 @@ def _step_summary(
         summary.last_step,
     ):
         return []
-    statements.append(
-        (
-            "UPDATE series SET count = ?, first_step = ?, last_step = ? WHERE id = ?",
-            (summary.count, summary.first_step, summary.last_step, series.id),
-        )
-    )
+    batch.step_summaries.append((series.id, summary.count, summary.first_step, summary.last_step))
     return [Problem(where, f"rebuilt the summary from its index ({summary.count} rows)")]
 
 
@@ -325,11 +298,15 @@ def _step_summary(
 
 
 def _repair_images(
-    backend: SQLiteBackend, location: ArrayLocation, series: SeriesRecord, where: str
+    backend: Backend,
+    location: ArrayLocation,
+    series: SeriesRecord,
+    where: str,
+    batch: RepairBatch,
 ) -> list[Problem]:
-    """Remove images whose file is missing or fails its CRC from the index."""
+    """Add to ``batch`` the removal of images whose file is missing or fails its CRC and a
+    stale summary rebuilt."""
     repaired: list[Problem] = []
-    statements: list[_Statement] = []
     steps: list[int] = []
     for row in backend.images(series.id):
         try:
@@ -340,12 +317,7 @@ def _repair_images(
         if ok:
             steps.append(row.step)
             continue
-        statements.append(
-            (
-                "DELETE FROM images WHERE series_id = ? AND step = ? AND position = ?",
-                (row.series_id, row.step, row.position),
-            )
-        )
+        batch.images.append((row.series_id, row.step, row.position))
         repaired.append(
             Problem(
                 f"{where} image step {row.step} position {row.position}",
@@ -355,17 +327,15 @@ def _repair_images(
     steps.extend(r.step for r in backend.records(series.id))
     summary = Summary(count=len(steps), first_step=min(steps, default=None))
     summary.last_step = max(steps, default=None)
-    repaired.extend(_step_summary(statements, series, summary, where))
-    _execute(backend, statements)
+    repaired.extend(_step_summary(batch, series, summary, where))
     return repaired
 
 
 def _repair_artifacts(
-    backend: SQLiteBackend, location: ArrayLocation, run_id: str
+    backend: Backend, location: ArrayLocation, run_id: str, batch: RepairBatch
 ) -> list[Problem]:
-    """Remove artifacts whose file is missing or fails its SHA-256 from the index."""
+    """Add to ``batch`` the removal of artifacts whose file is missing or fails its SHA-256."""
     repaired: list[Problem] = []
-    statements: list[_Statement] = []
     for row in backend.artifacts(run_id):
         try:
             ok = hashlib.sha256(location.read(row.path)).hexdigest() == row.sha256
@@ -374,14 +344,11 @@ def _repair_artifacts(
             ok, reason = False, f"file {location.describe(row.path)} is missing"
         if ok:
             continue
-        statements.append(
-            ("DELETE FROM artifacts WHERE run_id = ? AND name = ?", (run_id, row.name))
-        )
+        batch.artifacts.append((run_id, row.name))
         repaired.append(
             Problem(
                 f"run {run_id} artifact {row.name!r}",
                 f"removed the artifact from the index ({reason})",
             )
         )
-    _execute(backend, statements)
     return repaired

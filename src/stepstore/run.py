@@ -45,7 +45,7 @@ from .tensors.location import ArrayLocation
 from .tensors.reduce import Reduction
 from .tensors.staging import is_array, stage
 from .tensors.writer import ArrayWriter, record_json
-from .values import DEFER, to_scalar
+from .values import DEFER, plain_record, to_scalar
 from .writer import Cursor, SeriesSink, Writer
 
 _OPEN, _FINISHED, _FORKED = "open", "finished", "forked"
@@ -121,6 +121,14 @@ def _check_key(key: Any) -> str:
     bad = [c for c in key if ord(c) < 32 or ord(c) == 127]
     if bad:
         raise InvalidValueError(f"key {key!r}: contains control character {bad[0]!r}")
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: no store can keep it
+            raise InvalidValueError(
+                f"key {key!r}: not valid Unicode text ({exc.reason} at position "
+                f"{exc.start}); expected a name that encodes as UTF-8"
+            ) from None
     return key
 
 
@@ -154,11 +162,14 @@ class Run:
         *,
         allow_rewind: bool = False,
         resumed: bool = False,
+        rank: int = 0,
+        journal_seq: int | None = None,
     ) -> None:
         self._backend = backend
         self._record = record
         self._config = config
         self._allow_rewind = allow_rewind
+        self._rank = rank
         self._keys: dict[str, KeyState] = {}
         self._key_list: list[tuple[str, str]] = []
         self._bindings: list[tuple[str, Policy]] = []
@@ -174,15 +185,16 @@ class Run:
         self._budgets: list[dict[str, Any]] = []
         if resumed:
             self._restore_keys()
-        self._cursor = Cursor(record.journal_seq)
-        self._seq = record.journal_seq
-        self._journal = Journal.create(backend.journal_dir, record.id, config.journal_slots)
+        committed = record.journal_seq if journal_seq is None else journal_seq
+        self._cursor = Cursor(committed)
+        self._seq = committed
+        self._journal = Journal.create(backend.journal_dir, record.id, config.journal_slots, rank)
         for key, state in self._keys.items():
             self._journal.add_key(state.id, key, state.kind)
         self._mm = self._journal.mm
         self._capacity = self._journal.capacity
         self._half = self._capacity // 2
-        sink = SeriesSink(backend, record.id, config.chunk_size)
+        sink = SeriesSink(backend, record.id, config.chunk_size, rank)
         self._writer = Writer(
             sink,
             self._journal,
@@ -228,6 +240,11 @@ class Run:
         return self._backend.uri
 
     @property
+    def rank(self) -> int:
+        """The rank this process records as (0 outside distributed jobs)."""
+        return self._rank
+
+    @property
     def step(self) -> int:
         """The step the next ``log()`` without ``step=`` records at."""
         return self._step
@@ -238,7 +255,10 @@ class Run:
         return self._record.status
 
     def __repr__(self) -> str:
-        return f"<Run {self.name} id={self.id} project={self.project!r} {self._record.status}>"
+        rank = f" rank={self._rank}" if self._rank else ""
+        return (
+            f"<Run {self.name} id={self.id}{rank} project={self.project!r} {self._record.status}>"
+        )
 
     # -- recording ----------------------------------------------------------------------
 
@@ -270,18 +290,24 @@ class Run:
             self._not_open()
         if self._writer.error is not None:
             self._writer_failed()
+        if type(values) is not dict and not isinstance(values, Mapping):
+            raise InvalidArgumentError(
+                f"values={values!r:.80}: expected a dict of key to value, e.g. {{'loss': 0.5}}"
+            )
+        # the run's step and epoch move on only once the call has succeeded
+        next_step = self._step
         if step is None:
-            step = self._step
-            self._step = step + 1
+            step = next_step
+            next_step = step + 1
         else:
             if type(step) is not int or not 0 <= step <= _MAX_STEP:
                 step = _check_count("step", step)
-            if step >= self._step and advance:
-                self._step = step + 1
+            if step >= next_step and advance:
+                next_step = step + 1
         if epoch is None:
             epoch = self._epoch
         elif epoch is not self._epoch:
-            epoch = self._epoch = _check_count("epoch", epoch)
+            epoch = _check_count("epoch", epoch)
         check_for, when_triggers = (None, None) if when is None else self._compile_when(when)
         if self._triggers:
             self._update_latest(values)
@@ -334,6 +360,7 @@ class Run:
                 mm, 4096 + (seq % capacity) * 48, state.id, 0, step, stored_epoch, stamp, value, seq
             )
             accepted.append(state)
+        self._step, self._epoch = next_step, epoch
         for state in accepted:
             state.last_step = step
             state.last_epoch = epoch
@@ -380,6 +407,7 @@ class Run:
                         self._config.tensor_queue_bytes,
                         self._config.fsync,
                         self._emit_scalar,
+                        self._rank,
                     )
         return self._array_writer
 
@@ -496,15 +524,33 @@ class Run:
         """Store a JSON record (any dict of JSON-like values) under ``key`` at a step.
 
         ``step`` and ``epoch`` default as in :meth:`log`. Records are durable within the
-        flush interval and read back with ``RunView.records(key)``.
+        flush interval and read back with ``RunView.records(key)``. Field names must be
+        strings (``step`` is taken by the step column); tuples and sets are stored as
+        lists, NumPy/torch values as their ``tolist()``; NaN and infinities are kept.
+        Raises ``InvalidValueError`` naming the field that cannot be stored; a call that
+        raises stores nothing and leaves the run's step where it was.
         """
         self._require_open()
         if not isinstance(record, Mapping):
             raise InvalidValueError(f"key {key!r}: record {record!r:.60} is not a dict")
-        state = self._keys.get(key) or self._new_key(key, record, "record")
-        if state.kind != "record":
+        state = self._keys.get(key) if isinstance(key, str) else None
+        if state is None:
+            _check_key(key)
+        elif state.kind != "record":
             raise KindMismatchError(f"key {key!r} holds {state.kind} values; got a record")
-        data = record_json(key, dict(record))
+        data = record_json(key, plain_record(key, record))
+        if step is not None:
+            step = _check_count("step", step)
+            if state is not None and step < state.last_step and not self._allow_rewind:
+                raise StepOrderError(
+                    f"key {key!r}: step {step} is below its last recorded step {state.last_step}"
+                )
+        if epoch is not None:
+            epoch = _check_count("epoch", epoch)
+        if state is None:
+            state = self._new_key(key, record, "record")
+            if state.kind != "record":  # another thread registered the key meanwhile
+                raise KindMismatchError(f"key {key!r} holds {state.kind} values; got a record")
         step, epoch = self._next_position(step, epoch)
         if step < state.last_step and not self._allow_rewind:
             raise StepOrderError(
@@ -643,7 +689,7 @@ class Run:
                     "recorded": s.count,
                     "skipped": s.rejected,
                 }
-                for key, s in self._keys.items()
+                for key, s in list(self._keys.items())  # log() may add keys meanwhile
             },
         }
 
@@ -660,6 +706,9 @@ class Run:
         }
 
     def _writer_fields(self) -> dict[str, Any]:
+        """Run fields each flush refreshes; a non-zero rank's row keeps only its position."""
+        if self._rank:
+            return {}
         return {"capture": self.capture_info(), "writer": self.writer_info()}
 
     def finish(self, status: str = "finished") -> None:
@@ -689,13 +738,8 @@ class Run:
                 f"{self._journal.path} keeps the points for recovery"
             ) from exc
         self._record.status = status
-        self._backend.update_run(
-            self.id,
-            status=status,
-            ended=time.time(),
-            heartbeat=time.time(),
-            **self._writer_fields(),
-        )
+        fields = {"status": status, "ended": time.time(), "heartbeat": time.time()}
+        self._backend.commit(self.id, [], [], {**fields, **self._writer_fields()}, self._rank)
         self._journal.close(remove=True)
         self._backend.close()  # the last connection to close checkpoints SQLite's WAL
 
@@ -706,7 +750,7 @@ class Run:
         self.finish("finished" if kind is None else "crashed")
 
     def _restore_keys(self) -> None:
-        for series in self._backend.series(self.id):
+        for series in self._backend.series(self.id, self._rank):
             state = KeyState(len(self._key_list), series.key, series.kind)
             state.count = series.summary.count
             state.last_step = (
@@ -798,6 +842,7 @@ def init(
     allow_rewind: bool = False,
     flush_interval: float | None = None,
     on_error: str | None = None,
+    ranks: str | None = None,
     **settings: Any,
 ) -> Run:
     """Start (or with ``resume=RUN_ID`` continue) a run and return it.
@@ -814,6 +859,9 @@ def init(
         allow_rewind: Allow a key to be logged at a step below its last recorded step.
         flush_interval: Seconds between writer flushes (default 1).
         on_error: ``"raise"`` (default) or ``"warn"`` for writer errors.
+        ranks: In a distributed job (see :mod:`stepstore.distributed`), ``"zero"``
+            (default) records rank 0 and gives the other ranks an :class:`IdleRun`;
+            ``"all"`` records every rank into the shared run, each point carrying its rank.
         **settings: Other :class:`~stepstore.config.Config` fields (``chunk_size``, ...).
 
     Creates the store if it does not exist and recovers runs of processes that died.
@@ -826,21 +874,24 @@ def init(
         raise InvalidArgumentError(f"params={params!r}: expected a dict or None")
     if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags or ()):
         raise InvalidArgumentError(f"tags={tags!r}: expected a list of non-empty strings")
-    rank, world = rank_and_world()
-    if world > 1:
-        shared = shared_run_id(rank, world)
-        if rank != 0:
-            return IdleRun(shared, project, name, rank)
     config = load_config(
         store=None if store is None else os.fspath(store),
         flush_interval=flush_interval,
         on_error=on_error,
+        ranks=ranks,
         **settings,
     )
+    rank, world = rank_and_world()
+    if world > 1:
+        shared = shared_run_id(rank, world)
+        if rank != 0 and config.ranks != "all":
+            return IdleRun(shared, project, name, rank)
     backend = open_backend(
         config.store, create=True, stale_after=config.stale_after, fsync=config.fsync
     )
     recover_orphans(backend, config.chunk_size)
+    if world > 1 and rank != 0:
+        return _join(backend, config, shared, project, rank, allow_rewind)
     if world > 1 and resume is None:
         with contextlib.suppress(NotFoundError):  # a restarted job continues its run
             resume = backend.get_run(shared).id
@@ -872,6 +923,43 @@ def init(
     backend.create_run(record)
     _install_sigterm_handler()
     return Run(backend, record, config, allow_rewind=allow_rewind)
+
+
+def _join(
+    backend: Backend, config: Config, run_id: str, project: str, rank: int, allow_rewind: bool
+) -> Run:
+    """Rank ``rank``'s recorder of the run rank 0 creates (or created before a restart)."""
+    deadline, pause = time.monotonic() + config.rank_wait, 0.01
+    while True:
+        try:
+            record = backend.get_run(run_id)
+            break
+        except NotFoundError:
+            if time.monotonic() >= deadline:
+                raise NotFoundError(
+                    f"rank {rank}: run {run_id} was not created in {backend.uri} within "
+                    f"{config.rank_wait:g} s; rank 0 creates it: is it running with the same "
+                    "store and $STEPSTORE_RUN_ID?"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+    if record.project != project:
+        raise InvalidArgumentError(
+            f"rank {rank}: run {run_id} belongs to project {record.project!r}, not {project!r}"
+        )
+    info = describe()
+    row = backend.join_rank(run_id, rank, info["host"], info["pid"])
+    record.status = row.status
+    _install_sigterm_handler()
+    return Run(
+        backend,
+        record,
+        config,
+        allow_rewind=allow_rewind,
+        resumed=True,
+        rank=rank,
+        journal_seq=row.journal_seq,
+    )
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ lookup. Framework types are recognised by their module name; no framework is imp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -142,3 +142,92 @@ def to_scalar(key: str, value: Any) -> Any:
     if converter is None:
         converter = _CONVERTERS[type(value)] = _choose(type(value))
     return converter(key, value)
+
+
+#: How deep records may nest; deeper (or self-containing) records are refused.
+MAX_RECORD_DEPTH = 100
+
+
+def plain_record(key: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` as plain JSON data: dicts with string keys, lists, str, int, float, bool, None.
+
+    Tuples and sets become lists, NumPy/torch values their ``tolist()``. Raises
+    ``InvalidValueError`` naming the place (``record['a'][2]``) of a non-string field name,
+    a value JSON cannot hold, text with a lone surrogate (not Unicode, so no store keeps it)
+    or nesting deeper than :data:`MAX_RECORD_DEPTH`. A top-level
+    field ``step`` is refused too: ``RunView.records()`` puts the step in that column.
+    """
+    if "step" in record:
+        raise InvalidValueError(
+            f"key {key!r}: record field 'step' clashes with the step column of "
+            "RunView.records(); rename the field (the step is recorded anyway)"
+        )
+    return _plain_value(key, record, "record", 0)  # type: ignore[no-any-return]
+
+
+def _plain_value(key: str, value: Any, where: str, depth: int) -> Any:
+    if isinstance(value, str):
+        if not value.isascii() and not _is_unicode(value):
+            raise _not_unicode(key, f"{where} holds text {value!r:.60}")
+        return value
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value)  # IntEnum and friends
+    if isinstance(value, float):
+        return float(value)
+    if depth >= MAX_RECORD_DEPTH:
+        raise InvalidValueError(
+            f"key {key!r}: record is not JSON-serialisable: {where} nests deeper than "
+            f"{MAX_RECORD_DEPTH} levels (or contains itself)"
+        )
+    if isinstance(value, Mapping):
+        plain = {}
+        for name, item in value.items():
+            if isinstance(name, str) and not name.isascii() and not _is_unicode(name):
+                raise _not_unicode(key, f"{where} has field name {name!r:.60}")
+            if not isinstance(name, str):
+                raise InvalidValueError(
+                    f"key {key!r}: record is not JSON-serialisable: {where} has field name "
+                    f"{name!r} of type {type(name).__name__}; expected string field names"
+                )
+            plain[name] = _plain_value(key, item, f"{where}[{name!r}]", depth + 1)
+        return plain
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain_value(key, item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if callable(getattr(value, "tolist", None)):  # NumPy arrays and scalars, torch tensors
+        try:
+            converted = value.tolist()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise _not_json(key, value, where, str(exc)) from None
+        if converted is value:
+            raise _not_json(key, value, where)
+        return _plain_value(key, converted, where, depth + 1)
+    raise _not_json(key, value, where)
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (no lone surrogates, which no store can keep)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _not_unicode(key: str, what: str) -> InvalidValueError:
+    return InvalidValueError(
+        f"key {key!r}: record is not JSON-serialisable: {what} that is not valid Unicode "
+        "text; expected strings that encode as UTF-8"
+    )
+
+
+def _not_json(key: str, value: Any, where: str, why: str = "") -> InvalidValueError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    reason = f" ({why})" if why else ""
+    return InvalidValueError(
+        f"key {key!r}: record is not JSON-serialisable: {where} is {shown} of type "
+        f"{type(value).__name__}{reason}; expected a dict of strings, numbers, booleans, "
+        "None, lists and dicts"
+    )

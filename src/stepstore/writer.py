@@ -37,16 +37,18 @@ class Cursor:
 
 
 class SeriesSink:
-    """Appends batches of points to a run's series and commits them with the journal position.
+    """Appends batches of points to one rank's series of a run and commits them with the
+    journal position.
 
     Series tails are loaded from the store on first use, so a resumed or recovered run
     continues its open chunks.
     """
 
-    def __init__(self, backend: Backend, run_id: str, chunk_size: int) -> None:
+    def __init__(self, backend: Backend, run_id: str, chunk_size: int, rank: int = 0) -> None:
         self.backend = backend
         self.run_id = run_id
         self.chunk_size = chunk_size
+        self.rank = rank
         self._tails: dict[str, SeriesTail] = {}
         self._summaries: dict[str, Summary] | None = None
 
@@ -54,8 +56,10 @@ class SeriesSink:
         tail = self._tails.get(key)
         if tail is None:
             if self._summaries is None:
-                self._summaries = {s.key: s.summary for s in self.backend.series(self.run_id)}
-            series_id = self.backend.ensure_series(self.run_id, key, kind)
+                self._summaries = {
+                    s.key: s.summary for s in self.backend.series(self.run_id, self.rank)
+                }
+            series_id = self.backend.ensure_series(self.run_id, key, kind, self.rank)
             open_row = self.backend.open_chunk(series_id)
             open_chunk = None
             if open_row is not None:
@@ -100,7 +104,7 @@ class SeriesSink:
                 if partial is not None:
                     chunks.append((tail.series_id, partial))
             summaries = [(t.series_id, t.summary) for t in touched]
-            self.backend.commit(self.run_id, chunks, summaries, run_fields)
+            self.backend.commit(self.run_id, chunks, summaries, run_fields, self.rank)
         except BaseException:
             self._tails.clear()
             self._summaries = None

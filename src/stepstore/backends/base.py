@@ -43,6 +43,11 @@ RUN_COLUMNS = (
 )
 JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
 UPDATABLE = frozenset({"status", "ended", "heartbeat", "capture", "writer", "journal_seq"})
+#: Fields of a non-zero rank's row (see :class:`RankRecord`) that a commit may set.
+RANK_UPDATABLE = frozenset({"status", "ended", "heartbeat", "journal_seq"})
+
+#: Columns of the run_ranks table, in the order of :class:`RankRecord`'s fields.
+RANK_COLUMNS = ("run_id", "rank", "host", "pid", "status", "heartbeat", "ended", "journal_seq")
 
 RUN_STATUSES = ("running", "finished", "crashed", "incomplete", "failed", "killed")
 
@@ -71,14 +76,30 @@ class RunRecord:
 
 
 @dataclass
+class RankRecord:
+    """A non-zero rank recording into a run (``ranks="all"``): where it is, how far its
+    journal is committed and its own status. Rank 0's are the run's own fields."""
+
+    run_id: str
+    rank: int
+    host: str = ""
+    pid: int = 0
+    status: str = "running"
+    heartbeat: float | None = None
+    ended: float | None = None
+    journal_seq: int = 0
+
+
+@dataclass
 class SeriesRecord:
-    """One (run, key) series with its summary."""
+    """One (run, key, rank) series with its summary."""
 
     id: int
     run_id: str
     key: str
     kind: str
     summary: Summary
+    rank: int = 0
 
 
 @dataclass
@@ -149,6 +170,41 @@ class ArrayBatch:
 
 
 @dataclass
+class RepairBatch:
+    """Edits to the index that ``check --repair`` makes, applied together.
+
+    Attributes:
+        chunks: Scalar chunks to delete, as ``(series_id, seq)``.
+        summaries: Full summaries to set on scalar series, as ``(series_id, summary)``.
+        step_summaries: Summaries to set on non-scalar series, as
+            ``(series_id, count, first_step, last_step)``.
+        tensor_chunks: Tensor chunk index rows to delete, as ``(series_id, segment, chunk)``.
+        cut_tensor_chunks: Tensor chunk index rows to replace (same key) by these shorter ones.
+        images: Images to delete, as ``(series_id, step, position)``.
+        artifacts: Artifacts to delete, as ``(run_id, name)``.
+    """
+
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    summaries: list[tuple[int, Summary]] = field(default_factory=list)
+    step_summaries: list[tuple[int, int, int | None, int | None]] = field(default_factory=list)
+    tensor_chunks: list[tuple[int, int, int]] = field(default_factory=list)
+    cut_tensor_chunks: list[ChunkIndex] = field(default_factory=list)
+    images: list[tuple[int, int, int]] = field(default_factory=list)
+    artifacts: list[tuple[str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.chunks
+            or self.summaries
+            or self.step_summaries
+            or self.tensor_chunks
+            or self.cut_tensor_chunks
+            or self.images
+            or self.artifacts
+        )
+
+
+@dataclass
 class Problem:
     """One integrity problem found by :meth:`Backend.check`."""
 
@@ -185,6 +241,19 @@ def flatten_params(
             yield path, None, json.dumps(value, sort_keys=True, default=str)
 
 
+def series_label(run_id: str, key: str, rank: int = 0) -> str:
+    """How messages name a series: ``run ID key 'KEY'``, then ``rank N`` for a non-zero rank."""
+    return f"run {run_id} key {key!r}" + (f" rank {rank}" if rank else "")
+
+
+def run_row(rank: int) -> tuple[str, str, frozenset[str]]:
+    """Where a commit of ``rank`` puts its run fields: ``WHERE`` clause (``%s`` for the run
+    id, then the rank), table and the fields it may set."""
+    if rank == 0:
+        return "id = %s", "runs", UPDATABLE
+    return 'run_id = %s AND "rank" = %s', "run_ranks", RANK_UPDATABLE
+
+
 def chunk_selection(
     series_id: int,
     steps: tuple[int, int] | None,
@@ -219,6 +288,15 @@ class Backend(ABC):
             data[name] = json.loads(data[name])
         record = RunRecord(**data)
         if record.status == "running" and (record.heartbeat or record.created) < (
+            time.time() - self.stale_after
+        ):
+            record.status = "crashed"
+        return record
+
+    def _rank_record(self, row: Sequence[Any]) -> RankRecord:
+        """A rank row (columns as :data:`RANK_COLUMNS`) as a record, stale status applied."""
+        record = RankRecord(*row)
+        if record.status == "running" and (record.heartbeat or 0.0) < (
             time.time() - self.stale_after
         ):
             record.status = "crashed"
@@ -264,12 +342,21 @@ class Backend(ABC):
         """Set fields of a run row (status, ended, heartbeat, capture, writer, journal_seq)."""
 
     @abstractmethod
-    def series(self, run_id: str) -> list[SeriesRecord]:
-        """All series of a run, by key."""
+    def join_rank(self, run_id: str, rank: int, host: str, pid: int) -> RankRecord:
+        """Register rank ``rank`` (> 0) as recording into the run: its row is created, or
+        set running again with this host and pid keeping its journal position."""
 
     @abstractmethod
-    def ensure_series(self, run_id: str, key: str, kind: str) -> int:
-        """Id of the run's series for ``key``, created if missing; checks the kind matches."""
+    def ranks(self, run_id: str) -> list[RankRecord]:
+        """The rows of the run's non-zero ranks, by rank."""
+
+    @abstractmethod
+    def series(self, run_id: str, rank: int | None = 0) -> list[SeriesRecord]:
+        """The series one rank recorded in a run (all ranks' with ``None``), by key."""
+
+    @abstractmethod
+    def ensure_series(self, run_id: str, key: str, kind: str, rank: int = 0) -> int:
+        """Id of the rank's series for ``key``, created if missing; checks the kind matches."""
 
     @abstractmethod
     def open_chunk(self, series_id: int) -> ChunkRow | None:
@@ -286,9 +373,10 @@ class Backend(ABC):
         chunks: Sequence[tuple[int, EncodedChunk]],
         summaries: Sequence[tuple[int, Summary]],
         run_fields: dict[str, Any],
+        rank: int = 0,
     ) -> None:
         """Write chunks (replacing an open chunk with the same seq), summaries and run
-        fields in one transaction."""
+        fields in one transaction; a non-zero ``rank`` sets the fields of its rank row."""
 
     @abstractmethod
     def chunks(
@@ -319,6 +407,10 @@ class Backend(ABC):
     @abstractmethod
     def artifacts(self, run_id: str) -> list[ArtifactRow]:
         """Artifacts of a run by name."""
+
+    @abstractmethod
+    def apply_repairs(self, batch: RepairBatch) -> None:
+        """Apply the edits of ``batch`` in one transaction (an empty batch writes nothing)."""
 
     @abstractmethod
     def check(self) -> list[Problem]:

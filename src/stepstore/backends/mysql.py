@@ -193,6 +193,24 @@ MIGRATIONS: list[list[str]] = [
             FOREIGN KEY (run_id) REFERENCES runs (id))"""
         + _TABLE,
     ],
+    [  # ranks="all": series per (run, key, rank); the ranks' journal positions
+        """CREATE TABLE IF NOT EXISTS run_ranks (
+            run_id VARCHAR(128) NOT NULL,
+            "rank" BIGINT NOT NULL,
+            host TEXT NOT NULL,
+            pid BIGINT NOT NULL,
+            status VARCHAR(16) NOT NULL,
+            heartbeat DOUBLE,
+            ended DOUBLE,
+            journal_seq BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, "rank"),
+            FOREIGN KEY (run_id) REFERENCES runs (id))"""
+        + _TABLE,
+        # one statement, so that it applies whole or not at all (MySQL DDL autocommits)
+        'ALTER TABLE series ADD COLUMN "rank" BIGINT NOT NULL DEFAULT 0, '
+        "DROP INDEX series_run_key, "
+        'ADD UNIQUE KEY series_run_key (run_id, key_hash, "rank")',
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

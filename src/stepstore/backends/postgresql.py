@@ -150,6 +150,21 @@ MIGRATIONS: list[list[str]] = [
             created DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (run_id, name))""",
     ],
+    [  # ranks="all": series per (run, key, rank); the ranks' journal positions
+        'ALTER TABLE series ADD COLUMN "rank" BIGINT NOT NULL DEFAULT 0',
+        "DROP INDEX series_run_key",
+        'CREATE UNIQUE INDEX series_run_key ON series (run_id, md5("key"), "rank")',
+        f"""CREATE TABLE run_ranks (
+            run_id {_TEXT} NOT NULL REFERENCES runs (id),
+            "rank" BIGINT NOT NULL,
+            host TEXT NOT NULL,
+            pid BIGINT NOT NULL,
+            status {_TEXT} NOT NULL,
+            heartbeat DOUBLE PRECISION,
+            ended DOUBLE PRECISION,
+            journal_seq BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, "rank"))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -168,7 +183,7 @@ class PostgresBackend(SQLBackend):
     migrations: ClassVar[Sequence[Sequence[str]]] = MIGRATIONS
     default_port = 5432
     current_schema_sql = "current_schema()"
-    series_key_conflict = '(run_id, md5("key"))'
+    series_key_conflict = '(run_id, md5("key"), "rank")'
 
     def _cursor(self, connection: Any) -> Any:
         """A cursor receiving results in binary: chunk blobs (bytea) arrive as bytes,

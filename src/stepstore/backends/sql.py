@@ -64,19 +64,23 @@ from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
 from .base import (
+    RANK_COLUMNS,
     RUN_COLUMNS,
-    UPDATABLE,
     ArrayBatch,
     ArtifactRow,
     Backend,
     ChunkRow,
     ImageRow,
     Problem,
+    RankRecord,
     RecordRow,
+    RepairBatch,
     RunRecord,
     SeriesRecord,
     chunk_selection,
     flatten_params,
+    run_row,
+    series_label,
 )
 
 _T = TypeVar("_T")
@@ -269,8 +273,8 @@ class SQLBackend(Backend):
         "first_step",
         "last_step",
     )
-    #: Conflict target of the unique (run, key) index of ``series`` (for upserts).
-    series_key_conflict: ClassVar[str] = '(run_id, "key")'
+    #: Conflict target of the unique (run, key, rank) index of ``series`` (for upserts).
+    series_key_conflict: ClassVar[str] = '(run_id, "key", "rank")'
 
     def __init__(
         self, uri: str, *, create: bool, stale_after: float = 60.0, fsync: bool = True
@@ -480,6 +484,9 @@ class SQLBackend(Backend):
                 for statement in statements:
                     cursor.execute(self._ddl(statement))
                 cursor.execute(set_version, ("schema_version", str(number)))
+            # committed before the lock is released (MySQL's is the session's), so the next
+            # process to take it reads the new version and does not apply a migration twice
+            cursor.connection.commit()
 
     # -- local directories -----------------------------------------------------------------
 
@@ -564,8 +571,9 @@ class SQLBackend(Backend):
         return [self._record(row) for row in rows]
 
     @staticmethod
-    def _set_run_fields(cursor: Any, run_id: str, fields: dict[str, Any]) -> None:
-        unknown = set(fields) - UPDATABLE
+    def _set_run_fields(cursor: Any, run_id: str, fields: dict[str, Any], rank: int = 0) -> None:
+        where, table, allowed = run_row(rank)
+        unknown = set(fields) - allowed
         if unknown:
             raise InvalidArgumentError(f"cannot update run fields {sorted(unknown)}")
         names = sorted(fields)
@@ -573,8 +581,8 @@ class SQLBackend(Backend):
             json.dumps(fields[n]) if isinstance(fields[n], dict) else fields[n] for n in names
         ]
         cursor.execute(
-            f"UPDATE runs SET {', '.join(n + ' = %s' for n in names)} WHERE id = %s",
-            [*values, run_id],
+            f"UPDATE {table} SET {', '.join(n + ' = %s' for n in names)} WHERE {where}",
+            [*values, run_id, *([rank] if rank else [])],
         )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -582,27 +590,53 @@ class SQLBackend(Backend):
 
     # -- series ----------------------------------------------------------------------------
 
-    def series(self, run_id: str) -> list[SeriesRecord]:
-        rows = self._query(
-            f'SELECT id, "key", kind, {", ".join(self.summary_columns)} '
-            'FROM series WHERE run_id = %s ORDER BY "key"',
-            (run_id,),
+    def join_rank(self, run_id: str, rank: int, host: str, pid: int) -> RankRecord:
+        upsert = self._upsert_sql(
+            "run_ranks",
+            ("run_id", '"rank"', "host", "pid", "status", "heartbeat", "ended"),
+            '(run_id, "rank")',
+            ("host", "pid", "status", "heartbeat", "ended"),
         )
+        self._run(
+            lambda cursor: cursor.execute(
+                upsert, (run_id, rank, host, pid, "running", time.time(), None)
+            )
+        )
+        return next(r for r in self.ranks(run_id) if r.rank == rank)
+
+    def ranks(self, run_id: str) -> list[RankRecord]:
+        columns = ", ".join(f'"{c}"' for c in RANK_COLUMNS)
+        rows = self._query(
+            f'SELECT {columns} FROM run_ranks WHERE run_id = %s ORDER BY "rank"', (run_id,)
+        )
+        return [self._rank_record(row) for row in rows]
+
+    def series(self, run_id: str, rank: int | None = 0) -> list[SeriesRecord]:
+        query = (
+            f'SELECT id, "key", kind, {", ".join(self.summary_columns)}, "rank" '
+            "FROM series WHERE run_id = %s"
+        )
+        args: tuple[Any, ...] = (run_id,)
+        if rank is not None:
+            query, args = query + ' AND "rank" = %s', (run_id, rank)
+        rows = self._query(query + ' ORDER BY "key", "rank"', args)
         return [
-            SeriesRecord(sid, run_id, key, kind, self._summary(kind, values))
-            for sid, key, kind, *values in rows
+            SeriesRecord(sid, run_id, key, kind, self._summary(kind, values), series_rank)
+            for sid, key, kind, *values, series_rank in rows
         ]
 
-    def ensure_series(self, run_id: str, key: str, kind: str) -> int:
-        select = 'SELECT id, kind FROM series WHERE run_id = %s AND "key" = %s'
-        insert = self._upsert_sql("series", ("run_id", '"key"', "kind"), self.series_key_conflict)
+    def ensure_series(self, run_id: str, key: str, kind: str, rank: int = 0) -> int:
+        select = 'SELECT id, kind FROM series WHERE run_id = %s AND "key" = %s AND "rank" = %s'
+        insert = self._upsert_sql(
+            "series", ("run_id", '"key"', "kind", '"rank"'), self.series_key_conflict
+        )
 
         def work(cursor: Any) -> tuple[int, str]:
-            cursor.execute(select, (run_id, key))
+            cursor.execute(select, (run_id, key, rank))
             row = cursor.fetchone()
             if row is None:  # insert-or-ignore: another process may create it meanwhile
-                cursor.execute(insert, (run_id, key, kind))
-                cursor.execute(select, (run_id, key))
+                cursor.execute(insert, (run_id, key, kind, rank))
+                cursor.execute(select, (run_id, key, rank))
                 row = cursor.fetchone()
             return int(row[0]), str(row[1])
 
@@ -647,6 +681,7 @@ class SQLBackend(Backend):
         chunks: Sequence[tuple[int, EncodedChunk]],
         summaries: Sequence[tuple[int, Summary]],
         run_fields: dict[str, Any],
+        rank: int = 0,
     ) -> None:
         rows = [
             (
@@ -672,7 +707,7 @@ class SQLBackend(Backend):
                 self._write_chunks(cursor, rows)
             self._many(cursor, f"UPDATE series SET {set_summary} WHERE id = %s", updates)
             if run_fields:
-                self._set_run_fields(cursor, run_id, run_fields)
+                self._set_run_fields(cursor, run_id, run_fields, rank)
 
         self._run(work)
 
@@ -804,6 +839,41 @@ class SQLBackend(Backend):
         )
         return [ArtifactRow(*row) for row in rows]
 
+    def apply_repairs(self, batch: RepairBatch) -> None:
+        tensor_key = "WHERE series_id = %s AND segment = %s AND chunk = %s"
+        set_cut = ", ".join(f"{name} = %s" for name in TENSOR_CHUNK[3:])
+        cuts = [
+            (*_values(c, TENSOR_CHUNK[3:]), *_values(c, TENSOR_CHUNK[:3]))
+            for c in batch.cut_tensor_chunks
+        ]
+        set_summary = ", ".join(f"{name} = %s" for name in self.summary_columns)
+
+        def work(cursor: Any) -> None:
+            self._many(cursor, "DELETE FROM chunks WHERE series_id = %s AND seq = %s", batch.chunks)
+            self._many(cursor, f"DELETE FROM tensor_chunks {tensor_key}", batch.tensor_chunks)
+            self._many(cursor, f"UPDATE tensor_chunks SET {set_cut} {tensor_key}", cuts)
+            self._many(
+                cursor,
+                "DELETE FROM images WHERE series_id = %s AND step = %s AND position = %s",
+                batch.images,
+            )
+            self._many(
+                cursor, "DELETE FROM artifacts WHERE run_id = %s AND name = %s", batch.artifacts
+            )
+            self._many(
+                cursor,
+                f"UPDATE series SET {set_summary} WHERE id = %s",
+                [(*self._summary_values(s), sid) for sid, s in batch.summaries],
+            )
+            self._many(
+                cursor,
+                "UPDATE series SET count = %s, first_step = %s, last_step = %s WHERE id = %s",
+                [(count, first, last, sid) for sid, count, first, last in batch.step_summaries],
+            )
+
+        if batch:
+            self._run(work)
+
     # -- integrity -------------------------------------------------------------------------
 
     def check(self) -> list[Problem]:
@@ -813,14 +883,16 @@ class SQLBackend(Backend):
         so a check of a large store neither holds every blob in memory nor blocks writers.
         Problems come in run id, key and chunk order.
         """
-        problems: list[tuple[tuple[str, str, int], Problem]] = []
+        problems: list[tuple[tuple[str, str, int, int], Problem]] = []
         version = self.schema_version
         if version != len(self.migrations):
             what = f"schema version {version}, expected {len(self.migrations)}"
-            problems.append((("", "", -1), Problem(self.uri, what)))
+            problems.append((("", "", -1, -1), Problem(self.uri, what)))
         names = {
-            sid: (run_id, key)
-            for sid, run_id, key in self._query('SELECT id, run_id, "key" FROM series')
+            sid: (run_id, key, rank)
+            for sid, run_id, key, rank in self._query(
+                'SELECT id, run_id, "key", "rank" FROM series'
+            )
         }
         after = (-1, -1)
         while True:
@@ -830,9 +902,9 @@ class SQLBackend(Backend):
                 (*after, CHECK_PAGE),
             )
             for sid, seq, count, crc, data in page:
-                run_id, key = names.get(sid, ("?", f"<series {sid}>"))
-                order = (run_id, key, seq)
-                where = f"run {run_id} key {key!r} chunk {seq}"
+                run_id, key, rank = names.get(sid, ("?", f"<series {sid}>", 0))
+                order = (run_id, key, rank, seq)
+                where = f"{series_label(run_id, key, rank)} chunk {seq}"
                 blob = bytes(data)
                 if chunk_codec.checksum(blob) != crc:
                     problems.append((order, Problem(where, "checksum mismatch")))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
 from .base import (
+    RANK_COLUMNS,
     RUN_COLUMNS,
     UPDATABLE,
     ArrayBatch,
@@ -32,11 +34,15 @@ from .base import (
     ChunkRow,
     ImageRow,
     Problem,
+    RankRecord,
     RecordRow,
+    RepairBatch,
     RunRecord,
     SeriesRecord,
     chunk_selection,
     flatten_params,
+    run_row,
+    series_label,
 )
 
 DB_NAME = "stepstore.db"
@@ -154,10 +160,42 @@ MIGRATIONS: list[list[str]] = [
             created REAL NOT NULL,
             PRIMARY KEY (run_id, name))""",
     ],
+    [  # ranks="all": series per (run, key, rank); the ranks' journal positions
+        """CREATE TABLE series_v3 (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            count INTEGER NOT NULL DEFAULT 0,
+            min REAL,
+            max REAL,
+            last REAL,
+            first_step INTEGER,
+            last_step INTEGER,
+            rank INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (run_id, key, rank))""",
+        "INSERT INTO series_v3 (id, run_id, key, kind, count, min, max, last, first_step, "
+        "last_step) SELECT id, run_id, key, kind, count, min, max, last, first_step, last_step "
+        "FROM series",
+        "DROP TABLE series",
+        "ALTER TABLE series_v3 RENAME TO series",
+        """CREATE TABLE run_ranks (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            rank INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            heartbeat REAL,
+            ended REAL,
+            journal_seq INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, rank))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's transaction
 
 _RUN_COLUMNS = ", ".join(RUN_COLUMNS)
+_RANK_COLUMNS = ", ".join(RANK_COLUMNS)
 
 
 class SQLiteBackend(Backend):
@@ -183,9 +221,11 @@ class SQLiteBackend(Backend):
                 raise NotAStoreError(f"{self.root}: exists and is not a directory")
             self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(db, timeout=60.0, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            db, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self._db)
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
@@ -213,17 +253,28 @@ class SQLiteBackend(Backend):
             )
         if version == SCHEMA_VERSION:
             return
-        with self._write():
-            version = self._version()  # another process may have migrated meanwhile
-            if version == 0:
-                self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    self._db.execute(statement)
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        # tables are rebuilt (SQLite cannot drop a UNIQUE constraint): foreign keys are off
+        # meanwhile, as SQLite's procedure for altering a table asks; it cannot change inside
+        # a transaction
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with self._write():
+                version = self._version()  # another process may have migrated meanwhile
+                if version == 0:
+                    self._db.execute(
+                        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                    )
+                for statements in MIGRATIONS[version:]:
+                    for statement in statements:
+                        self._db.execute(statement)
+                if self._db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                    raise NotAStoreError(f"{self.root}: migration broke a foreign key")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
 
     def _write(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
@@ -315,15 +366,37 @@ class SQLiteBackend(Backend):
 
     # -- series -------------------------------------------------------------------------
 
-    def series(self, run_id: str) -> list[SeriesRecord]:
+    def join_rank(self, run_id: str, rank: int, host: str, pid: int) -> RankRecord:
+        with self._write():
+            self._db.execute(
+                "INSERT INTO run_ranks (run_id, rank, host, pid, status, heartbeat) "
+                "VALUES (?, ?, ?, ?, 'running', ?) ON CONFLICT (run_id, rank) DO UPDATE SET "
+                "host = excluded.host, pid = excluded.pid, status = 'running', "
+                "heartbeat = excluded.heartbeat, ended = NULL",
+                (run_id, rank, host, pid, time.time()),
+            )
+        return next(r for r in self.ranks(run_id) if r.rank == rank)
+
+    def ranks(self, run_id: str) -> list[RankRecord]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, key, kind, count, min, max, last, first_step, last_step "
-                "FROM series WHERE run_id = ? ORDER BY key",
+                f"SELECT {_RANK_COLUMNS} FROM run_ranks WHERE run_id = ? ORDER BY rank",
                 (run_id,),
             ).fetchall()
+        return [self._rank_record(row) for row in rows]
+
+    def series(self, run_id: str, rank: int | None = 0) -> list[SeriesRecord]:
+        query = (
+            "SELECT id, key, kind, count, min, max, last, first_step, last_step, rank "
+            "FROM series WHERE run_id = ?"
+        )
+        args: tuple[Any, ...] = (run_id,)
+        if rank is not None:
+            query, args = query + " AND rank = ?", (run_id, rank)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY key, rank", args).fetchall()
         records = []
-        for sid, key, kind, count, lo, hi, last, first_step, last_step in rows:
+        for sid, key, kind, count, lo, hi, last, first_step, last_step, series_rank in rows:
             # SQLite stores NaN as NULL: a counted series with a NULL last ended in NaN.
             summary = Summary(
                 count,
@@ -333,19 +406,21 @@ class SQLiteBackend(Backend):
                 first_step,
                 last_step,
             )
-            records.append(SeriesRecord(sid, run_id, key, kind, summary))
+            records.append(SeriesRecord(sid, run_id, key, kind, summary, series_rank))
         return records
 
-    def ensure_series(self, run_id: str, key: str, kind: str) -> int:
+    def ensure_series(self, run_id: str, key: str, kind: str, rank: int = 0) -> int:
         from ..errors import KindMismatchError
 
         with self._write():
             row = self._db.execute(
-                "SELECT id, kind FROM series WHERE run_id = ? AND key = ?", (run_id, key)
+                "SELECT id, kind FROM series WHERE run_id = ? AND key = ? AND rank = ?",
+                (run_id, key, rank),
             ).fetchone()
             if row is None:
                 cursor = self._db.execute(
-                    "INSERT INTO series (run_id, key, kind) VALUES (?, ?, ?)", (run_id, key, kind)
+                    "INSERT INTO series (run_id, key, kind, rank) VALUES (?, ?, ?, ?)",
+                    (run_id, key, kind, rank),
                 )
                 return int(cursor.lastrowid)  # type: ignore[arg-type]
         if row[1] != kind:
@@ -373,7 +448,12 @@ class SQLiteBackend(Backend):
         chunks: Sequence[tuple[int, EncodedChunk]],
         summaries: Sequence[tuple[int, Summary]],
         run_fields: dict[str, Any],
+        rank: int = 0,
     ) -> None:
+        where, table, allowed = run_row(rank)
+        unknown = set(run_fields) - allowed
+        if unknown:
+            raise InvalidArgumentError(f"cannot update run fields {sorted(unknown)}")
         with self._write():
             self._db.executemany(
                 "INSERT OR REPLACE INTO chunks (series_id, seq, first_step, last_step, "
@@ -407,7 +487,8 @@ class SQLiteBackend(Backend):
             if run_fields:
                 names = sorted(run_fields)
                 self._db.execute(
-                    f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?",
+                    f"UPDATE {table} SET {', '.join(n + ' = ?' for n in names)} "
+                    f"WHERE {where.replace('%s', '?')}",
                     [
                         *(
                             json.dumps(run_fields[n])
@@ -416,6 +497,7 @@ class SQLiteBackend(Backend):
                             for n in names
                         ),
                         run_id,
+                        *([rank] if rank else []),
                     ],
                 )
 
@@ -578,6 +660,56 @@ class SQLiteBackend(Backend):
             ).fetchall()
         return [ArtifactRow(*row) for row in rows]
 
+    def apply_repairs(self, batch: RepairBatch) -> None:
+        if not batch:
+            return
+        with self._write():
+            self._db.executemany("DELETE FROM chunks WHERE series_id = ? AND seq = ?", batch.chunks)
+            self._db.executemany(
+                "DELETE FROM tensor_chunks WHERE series_id = ? AND segment = ? AND chunk = ?",
+                batch.tensor_chunks,
+            )
+            self._db.executemany(
+                "UPDATE tensor_chunks SET first_step = ?, last_step = ?, count = ?, sealed = ?, "
+                "steps = ?, epochs = ?, times = ?, checksums = ? "
+                "WHERE series_id = ? AND segment = ? AND chunk = ?",
+                [
+                    (
+                        c.first_step,
+                        c.last_step,
+                        c.count,
+                        int(c.sealed),
+                        c.steps,
+                        c.epochs,
+                        c.times,
+                        c.checksums,
+                        c.series_id,
+                        c.segment,
+                        c.chunk,
+                    )
+                    for c in batch.cut_tensor_chunks
+                ],
+            )
+            self._db.executemany(
+                "DELETE FROM images WHERE series_id = ? AND step = ? AND position = ?",
+                batch.images,
+            )
+            self._db.executemany(
+                "DELETE FROM artifacts WHERE run_id = ? AND name = ?", batch.artifacts
+            )
+            self._db.executemany(
+                "UPDATE series SET count = ?, min = ?, max = ?, last = ?, first_step = ?, "
+                "last_step = ? WHERE id = ?",
+                [
+                    (s.count, s.min, s.max, s.last, s.first_step, s.last_step, sid)
+                    for sid, s in batch.summaries
+                ],
+            )
+            self._db.executemany(
+                "UPDATE series SET count = ?, first_step = ?, last_step = ? WHERE id = ?",
+                [(count, first, last, sid) for sid, count, first, last in batch.step_summaries],
+            )
+
     # -- integrity ----------------------------------------------------------------------
 
     def check(self) -> list[Problem]:
@@ -587,12 +719,12 @@ class SQLiteBackend(Backend):
                 if line != "ok":
                     problems.append(Problem(str(self.root / DB_NAME), line))
             rows = self._db.execute(
-                "SELECT r.id, s.key, c.seq, c.count, c.checksum, c.data FROM chunks c "
+                "SELECT r.id, s.key, s.rank, c.seq, c.count, c.checksum, c.data FROM chunks c "
                 "JOIN series s ON s.id = c.series_id JOIN runs r ON r.id = s.run_id "
-                "ORDER BY r.id, s.key, c.seq"
+                "ORDER BY r.id, s.key, s.rank, c.seq"
             )
-            for run_id, key, seq, count, crc, data in rows:
-                where = f"run {run_id} key {key!r} chunk {seq}"
+            for run_id, key, rank, seq, count, crc, data in rows:
+                where = f"{series_label(run_id, key, rank)} chunk {seq}"
                 if chunk_codec.checksum(data) != crc:
                     problems.append(Problem(where, "checksum mismatch"))
                     continue
@@ -606,6 +738,25 @@ class SQLiteBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch the database to WAL mode, waiting out other processes opening it at once.
+
+    SQLite answers "database is locked" at once, without its busy handler, when another
+    connection holds a lock while the journal mode changes, so the change is retried here.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 class _Transaction:

@@ -1,9 +1,10 @@
 """Copy runs between stores (a laptop's embedded store into the team's PostgreSQL, ...).
 
-Copying is idempotent: a run already in the target with the same journal position and
-status is skipped; otherwise its chunks, summaries and array index rows are written again
-(they replace themselves), records only if the target has none for that key, and its
-array files (tensors, images, artifacts) are copied into the target's array store.
+Copying is idempotent: a run already in the target with the same journal positions and
+statuses (its own and each rank's) is skipped; otherwise its chunks, summaries and array
+index rows are written again (they replace themselves), records only if the target has
+none for that key, and its array files (tensors, images, artifacts; every rank's) are
+copied into the target's array store.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from ..backends.base import ArrayBatch, Backend, RunRecord
+from ..backends.base import ArrayBatch, Backend, RunRecord, series_label
 from ..errors import InvalidArgumentError, NotFoundError
 from ..query.views import RunView, Store
 from ..series import chunk as codec
@@ -52,19 +53,16 @@ def copy_run(view: RunView, source: Backend, target: Backend) -> CopyResult:
         existing: RunRecord | None = target.get_run(record.id)
     except NotFoundError:
         existing = None
-    if existing is not None and (existing.journal_seq, existing.status) == (
-        record.journal_seq,
-        record.status,
-    ):
+    if existing is not None and _positions(existing, target) == _positions(record, source):
         return CopyResult(record.id, record.name, "skipped", 0)
     if existing is None:
         target.create_run(dataclasses.replace(record, array_store=None))
     _copy_arrays(record.id, _location(source, record), ArrayLocation(target.default_array_store))
     points = 0
-    target_series = {s.key: s for s in target.series(record.id)}
-    for series in source.series(record.id):
-        series_id = target.ensure_series(record.id, series.key, series.kind)
-        where = f"run {record.id} key {series.key!r}"
+    target_series = {(s.key, s.rank): s for s in target.series(record.id, None)}
+    for series in source.series(record.id, None):
+        series_id = target.ensure_series(record.id, series.key, series.kind, series.rank)
+        where = series_label(record.id, series.key, series.rank)
         if series.kind == "scalar":
             chunks = [
                 (
@@ -83,7 +81,7 @@ def copy_run(view: RunView, source: Backend, target: Backend) -> CopyResult:
         batch.images = [
             dataclasses.replace(i, series_id=series_id) for i in source.images(series.id)
         ]
-        old = target_series.get(series.key)
+        old = target_series.get((series.key, series.rank))
         if old is None or not target.records(old.id):
             batch.records = [
                 dataclasses.replace(r, series_id=series_id) for r in source.records(series.id)
@@ -91,6 +89,10 @@ def copy_run(view: RunView, source: Backend, target: Backend) -> CopyResult:
         target.commit_arrays(batch)
         points += series.summary.count
     target.commit_arrays(ArrayBatch(artifacts=source.artifacts(record.id)))
+    for row in source.ranks(record.id):
+        target.join_rank(record.id, row.rank, row.host, row.pid)
+        fields = {"status": row.status, "ended": row.ended, "heartbeat": row.heartbeat}
+        target.commit(record.id, [], [], {**fields, "journal_seq": row.journal_seq}, row.rank)
     target.update_run(
         record.id,
         status=record.status,
@@ -101,6 +103,12 @@ def copy_run(view: RunView, source: Backend, target: Backend) -> CopyResult:
         journal_seq=record.journal_seq,
     )
     return CopyResult(record.id, record.name, "copied", points)
+
+
+def _positions(record: RunRecord, backend: Backend) -> list[tuple[int, int, str]]:
+    """Journal position and status of the run and of each of its ranks."""
+    own = (0, record.journal_seq, record.status)
+    return [own, *((r.rank, r.journal_seq, r.status) for r in backend.ranks(record.id))]
 
 
 def copy_runs(

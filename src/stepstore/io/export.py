@@ -15,6 +15,10 @@ round-trips every float64 exactly; NaN and infinities are ``nan``, ``inf`` and `
 Parquet holds every point, nothing merged, with the columns of :meth:`stepstore.Store.to_arrow`
 (``run_id, project, run, key, step, epoch, time, value``; ``time`` is UTC with µs precision)
 and schema metadata ``stepstore.version`` and ``stepstore.run_ids`` (comma-separated).
+
+With ``ranks="all"`` (runs recorded with ``ranks="all"``) every rank's points are written, with
+a ``rank`` column: in CSV before ``step`` (rows grouped by run, then rank, then step), in
+Parquet after ``key``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ def export_runs(
     path: str | os.PathLike[str],
     format: str,  # noqa: A002 - mirrors the CLI's --format
     keys: Keys = None,
+    ranks: str | None = None,
 ) -> int:
     """Write the runs' scalar points to ``path`` in ``format`` (one of :data:`FORMATS`).
 
@@ -54,10 +59,15 @@ def export_runs(
     writers = {"csv": export_csv, "parquet": export_parquet}
     if format not in writers:
         raise InvalidArgumentError(f"format={format!r}: expected one of {', '.join(FORMATS)}")
-    return writers[format](runs, path, keys)
+    return writers[format](runs, path, keys, ranks)
 
 
-def export_csv(runs: Sequence[RunView], path: str | os.PathLike[str], keys: Keys = None) -> int:
+def export_csv(
+    runs: Sequence[RunView],
+    path: str | os.PathLike[str],
+    keys: Keys = None,
+    ranks: str | None = None,
+) -> int:
     """Write the runs' scalar series to a CSV file, one row per (run, step), one column per key.
 
     Args:
@@ -65,6 +75,7 @@ def export_csv(runs: Sequence[RunView], path: str | os.PathLike[str], keys: Keys
         path: The file to write (replaced if it exists); its directory must exist.
         keys: A key, a glob (``"val/*"``) or a list of them; all scalar keys if None. Each
             must match a key of at least one of the runs.
+        ranks: ``"all"`` for every rank's rows with a ``rank`` column; rank 0's if None.
 
     Returns:
         The number of rows written, header excluded.
@@ -76,9 +87,14 @@ def export_csv(runs: Sequence[RunView], path: str | os.PathLike[str], keys: Keys
     """
     views = _check_runs(runs)
     target = _check_path(path)
-    frames = _read(views, keys)
+    frames = _read(views, keys, ranks)
     columns = list(dict.fromkeys(k for frame in frames for k in frame["key"].cat.categories))
-    fixed = ["run_id", "run", "step", "epoch"] if len(views) > 1 else ["step", "epoch"]
+    fixed = [
+        *(["run_id", "run"] if len(views) > 1 else []),
+        *(["rank"] if ranks else []),
+        "step",
+        "epoch",
+    ]
     clash = sorted(set(columns) & set(fixed))
     if clash:
         raise InvalidArgumentError(
@@ -88,7 +104,11 @@ def export_csv(runs: Sequence[RunView], path: str | os.PathLike[str], keys: Keys
     rows: list[list[str]] = []
     for view, frame in zip(views, frames, strict=True):
         prefix = [view.id, view.name] if len(views) > 1 else []
-        rows.extend([*prefix, *row] for row in _wide(frame, columns))
+        if not ranks:
+            rows.extend([*prefix, *row] for row in _wide(frame, columns))
+            continue
+        for rank, part in frame.groupby("rank", sort=True):
+            rows.extend([*prefix, str(rank), *row] for row in _wide(part, columns))
     try:
         with open(target, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file, lineterminator="\n")
@@ -99,7 +119,12 @@ def export_csv(runs: Sequence[RunView], path: str | os.PathLike[str], keys: Keys
     return len(rows)
 
 
-def export_parquet(runs: Sequence[RunView], path: str | os.PathLike[str], keys: Keys = None) -> int:
+def export_parquet(
+    runs: Sequence[RunView],
+    path: str | os.PathLike[str],
+    keys: Keys = None,
+    ranks: str | None = None,
+) -> int:
     """Write the runs' scalar points to a Parquet file in long form, one row per point.
 
     Args:
@@ -107,6 +132,7 @@ def export_parquet(runs: Sequence[RunView], path: str | os.PathLike[str], keys: 
         path: The file to write (replaced if it exists); its directory must exist.
         keys: A key, a glob (``"val/*"``) or a list of them; all scalar keys if None. Each
             must match a key of at least one of the runs.
+        ranks: ``"all"`` for every rank's points with a ``rank`` column; rank 0's if None.
 
     Returns:
         The number of rows (points) written.
@@ -122,8 +148,8 @@ def export_parquet(runs: Sequence[RunView], path: str | os.PathLike[str], keys: 
 
     views = _check_runs(runs)
     target = _check_path(path)
-    frames = _read(views, keys)
-    schema = points_schema().with_metadata(
+    frames = _read(views, keys, ranks)
+    schema = points_schema(with_rank=ranks is not None).with_metadata(
         {
             "stepstore.version": __version__,
             "stepstore.run_ids": ",".join(v.id for v in views),
@@ -182,17 +208,20 @@ def _check_keys(keys: Keys) -> list[str] | None:
     return list(wanted)
 
 
-def _read(views: list[RunView], keys: Keys) -> list[pd.DataFrame]:
-    """Each run's points of the keys (patterns may match in only some runs)."""
+def _read(views: list[RunView], keys: Keys, ranks: str | None) -> list[pd.DataFrame]:
+    """Each run's points of the keys (patterns may match in only some runs), of rank 0 or,
+    with ``ranks="all"``, of every rank."""
+    if ranks not in (None, "all"):
+        raise InvalidArgumentError(f"ranks={ranks!r}: expected None or 'all'")
     patterns = _check_keys(keys)
     if patterns is None:
-        return [view.scalars() for view in views]
+        return [view.scalars(ranks=ranks) for view in views]
     frames, matched = [], set()
     for view in views:
-        names = view.keys("scalar")
+        names = {k for r in (view.ranks if ranks else [0]) for k in view.keys("scalar", r)}
         present = [p for p in patterns if any(fnmatch.fnmatchcase(n, p) for n in names)]
         matched.update(present)
-        frames.append(view.scalars(present))
+        frames.append(view.scalars(present, ranks=ranks))
     missing = [p for p in patterns if p not in matched]
     if missing:
         runs = ", ".join(f"{v.name} ({v.id})" for v in views)

@@ -11,8 +11,8 @@ if TYPE_CHECKING:
     from .views import RunView
 
 
-def points_schema() -> pa.Schema:
-    """``run_id, project, run, key, step, epoch, time (µs, UTC), value``."""
+def points_schema(with_rank: bool = False) -> pa.Schema:
+    """``run_id, project, run, key, [rank,] step, epoch, time (µs, UTC), value``."""
     import pyarrow as pa
 
     return pa.schema(
@@ -21,6 +21,7 @@ def points_schema() -> pa.Schema:
             ("project", pa.string()),
             ("run", pa.string()),
             ("key", pa.string()),
+            *([("rank", pa.int64())] if with_rank else []),
             ("step", pa.int64()),
             ("epoch", pa.int64()),
             ("time", pa.timestamp("us", tz="UTC")),
@@ -30,20 +31,24 @@ def points_schema() -> pa.Schema:
 
 
 def points_table(view: RunView, frame: pd.DataFrame) -> pa.Table:
-    """One run's points (a frame from ``RunView.scalars``) as a table of :func:`points_schema`."""
+    """One run's points (a frame from ``RunView.scalars``) as a table of :func:`points_schema`
+    (with ``rank`` when the frame has it)."""
     import pyarrow as pa
 
     count = len(frame)
-    return pa.table(
-        {
-            "run_id": pa.array([view.id] * count, pa.string()),
-            "project": pa.array([view.project] * count, pa.string()),
-            "run": pa.array([view.name] * count, pa.string()),
-            "key": pa.array(frame["key"]).cast(pa.string()),
-            "step": pa.array(frame["step"].to_numpy(), pa.int64()),
-            "epoch": pa.array(frame["epoch"], pa.int64()),
-            "time": pa.array(frame["time"], pa.timestamp("us", tz="UTC")),
-            "value": pa.array(frame["value"].to_numpy(), pa.float64()),
-        },
-        schema=points_schema(),
+    with_rank = "rank" in frame
+    columns = {
+        "run_id": pa.array([view.id] * count, pa.string()),
+        "project": pa.array([view.project] * count, pa.string()),
+        "run": pa.array([view.name] * count, pa.string()),
+        "key": pa.array(frame["key"]).cast(pa.string()),
+    }
+    if with_rank:
+        columns["rank"] = pa.array(frame["rank"].to_numpy(), pa.int64())
+    columns.update(
+        step=pa.array(frame["step"].to_numpy(), pa.int64()),
+        epoch=pa.array(frame["epoch"], pa.int64()),
+        time=pa.array(frame["time"], pa.timestamp("us", tz="UTC")),
+        value=pa.array(frame["value"].to_numpy(), pa.float64()),
     )
+    return pa.table(columns, schema=points_schema(with_rank))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -125,20 +125,36 @@ def read_series(
     return columns
 
 
-def to_frame(keys: list[str], parts: list[Columns]) -> pd.DataFrame:
-    """Long-form DataFrame ``key, step, epoch, time, value`` of several series."""
+def to_frame(
+    keys: list[str],
+    parts: list[Columns],
+    ranks: list[int] | None = None,
+    counts: list[np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Long-form DataFrame ``key, step, epoch, time, value`` of several series.
+
+    ``keys`` names each part (a key may repeat, once per rank); with ``ranks`` (one per
+    part) a ``rank`` column follows ``key``; with ``counts`` (per point, how many ranks a
+    combined point stands for) a ``ranks`` column ends the frame.
+    """
     import pandas as pd
 
     lengths = [len(p.step) for p in parts]
     merged = _concat(parts)
-    codes = np.repeat(np.arange(len(keys), dtype=np.int32), lengths)
+    names = list(dict.fromkeys(keys))
+    codes = np.repeat(np.array([names.index(k) for k in keys], dtype=np.int32), lengths)
     no_epoch = merged.epoch == NO_EPOCH
-    return pd.DataFrame(
-        {
-            "key": pd.Categorical.from_codes(codes, categories=pd.Index(keys, dtype=object)),
-            "step": merged.step,
-            "epoch": pd.arrays.IntegerArray(np.where(no_epoch, 0, merged.epoch), no_epoch),
-            "time": pd.to_datetime(merged.time, unit="us", utc=True),
-            "value": merged.value,
-        }
+    frame: dict[str, Any] = {
+        "key": pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object))
+    }
+    if ranks is not None:
+        frame["rank"] = np.repeat(np.array(ranks, dtype=np.int64), lengths)
+    frame.update(
+        step=merged.step,
+        epoch=pd.arrays.IntegerArray(np.where(no_epoch, 0, merged.epoch), no_epoch),
+        time=pd.to_datetime(merged.time, unit="us", utc=True),
+        value=merged.value,
     )
+    if counts is not None:
+        frame["ranks"] = np.concatenate([np.empty(0, np.int64), *counts]).astype(np.int64)
+    return pd.DataFrame(frame)

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ..backends.base import Backend, Problem, RunRecord, SeriesRecord
+from ..backends.base import Backend, Problem, RunRecord, SeriesRecord, series_label
 from ..errors import InvalidArgumentError, KindMismatchError, NotFoundError, StoreError
 from ..series.chunk import Columns
 from ..tensors.images import decode_png
 from ..tensors.location import ArrayLocation
 from ..tensors.series import TensorSeries
 from .arrow import points_schema, points_table
+from .ranks import across_ranks as across_ranks_of
+from .ranks import check_aggregate, thin
 from .scalars import _range, read_series, to_frame
 
 if TYPE_CHECKING:
@@ -33,12 +35,16 @@ class LoggedImage(NamedTuple):
 
 
 class RunView:
-    """A recorded run as stored: metadata, summary and its series, read on demand."""
+    """A recorded run as stored: metadata, summary and its series, read on demand.
+
+    A distributed run recorded with ``ranks="all"`` holds series per rank: ``summary``,
+    ``keys()`` and the readers show rank 0's unless given ``rank=`` / ``ranks=``.
+    """
 
     def __init__(self, backend: Backend, record: RunRecord) -> None:
         self._backend = backend
         self._record = record
-        self._series: dict[str, SeriesRecord] | None = None
+        self._series: dict[int, dict[str, SeriesRecord]] | None = None
 
     def __repr__(self) -> str:
         r = self._record
@@ -68,10 +74,37 @@ class RunView:
         doc="Writer counters: flushes, points, waits of log() and seconds waited.",
     )
 
-    def _all_series(self) -> dict[str, SeriesRecord]:
+    def _by_rank(self) -> dict[int, dict[str, SeriesRecord]]:
         if self._series is None:
-            self._series = {s.key: s for s in self._backend.series(self.id)}
+            self._series = {0: {}}
+            for s in self._backend.series(self.id, None):
+                self._series.setdefault(s.rank, {})[s.key] = s
         return self._series
+
+    def _all_series(self, rank: int = 0) -> dict[str, SeriesRecord]:
+        series = self._by_rank().get(rank)
+        if series is not None:
+            return series
+        known = self.ranks
+        if rank in known:  # the rank joined but recorded nothing yet
+            return {}
+        raise NotFoundError(
+            f"run {self.name} ({self.id}) has no rank {rank!r}; recorded ranks: "
+            f"{', '.join(map(str, known))}"
+        )
+
+    @property
+    def ranks(self) -> list[int]:
+        """The ranks that recorded into this run: ``[0]`` unless it ran with
+        ``ranks="all"``."""
+        return sorted({0, *self._by_rank(), *self.rank_status})
+
+    @property
+    def rank_status(self) -> dict[int, str]:
+        """Each rank's status (rank 0's is the run's); a stale ``running`` is ``crashed``."""
+        statuses = {0: self.status}
+        statuses.update((r.rank, r.status) for r in self._backend.ranks(self.id))
+        return statuses
 
     @property
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -89,12 +122,17 @@ class RunView:
             for key, s in self._all_series().items()
         }
 
-    def keys(self, kind: str | None = None) -> list[str]:
+    def keys(self, kind: str | None = None, rank: int = 0) -> list[str]:
         """Recorded keys, sorted; ``kind="scalar"`` limits them to one kind."""
-        return [k for k, s in self._all_series().items() if kind is None or s.kind == kind]
+        return [k for k, s in self._all_series(rank).items() if kind is None or s.kind == kind]
 
-    def _resolve(self, keys: str | list[str] | tuple[str, ...] | None) -> list[SeriesRecord]:
-        series = self._all_series()
+    def _resolve(
+        self,
+        keys: str | list[str] | tuple[str, ...] | None,
+        series: dict[str, SeriesRecord] | None = None,
+    ) -> list[SeriesRecord]:
+        """The scalar series ``keys`` (names or globs) name among ``series`` (rank 0's)."""
+        series = self._all_series() if series is None else series
         if keys is None:
             return [s for s in series.values() if s.kind == "scalar"]
         wanted = [keys] if isinstance(keys, str) else list(keys)
@@ -130,6 +168,8 @@ class RunView:
         steps: int | tuple[int | None, int | None] | None = None,
         epochs: int | tuple[int | None, int | None] | None = None,
         max_points: int | None = None,
+        ranks: int | list[int] | tuple[int, ...] | str | None = None,
+        across_ranks: str | None = None,
     ) -> pd.DataFrame:
         """Scalar points as a long-form DataFrame: ``key, step, epoch, time, value``.
 
@@ -139,32 +179,109 @@ class RunView:
             epochs: An epoch or an inclusive ``(low, high)`` range.
             max_points: Per key, keep at most this many points, choosing each bucket's
                 minimum and maximum (and first NaN) so no spike is hidden.
+            ranks: Of a run recorded with ``ranks="all"``: a rank, a list of ranks or
+                ``"all"``; the frame gets a ``rank`` column after ``key``. ``None`` reads
+                rank 0 without that column.
+            across_ranks: Combine the chosen ranks (all when ``ranks`` is None) per key and
+                step with ``"mean"``, ``"min"``, ``"max"``, ``"sum"`` or ``"std"``
+                (population); instead of ``rank`` the frame gets ``ranks``, how many ranks
+                reported the step. A NaN on any rank gives NaN. ``max_points`` applies
+                after combining.
         """
         if max_points is not None and (
             isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2
         ):
             raise InvalidArgumentError(f"max_points={max_points!r}: expected an integer >= 2")
         step_range, epoch_range = _range("steps", steps), _range("epochs", epochs)
-        chosen = self._resolve(keys)
-        parts = [
-            read_series(
-                self._backend,
-                s.id,
-                f"run {self.id} key {s.key!r}",
-                step_range,
-                epoch_range,
-                max_points,
-            )
-            for s in chosen
-        ]
-        return to_frame([s.key for s in chosen], parts)
+        if ranks is None and across_ranks is None:
+            chosen = self._resolve(keys)
+            parts = [self._read(s, step_range, epoch_range, max_points) for s in chosen]
+            return to_frame([s.key for s in chosen], parts)
+        how = None if across_ranks is None else check_aggregate(across_ranks)
+        picked = self._pick_ranks("all" if ranks is None else ranks)
+        return self._rank_frame(keys, picked, how, step_range, epoch_range, max_points)
 
-    def _series_of(self, key: str, kind: str) -> SeriesRecord:
-        series = self._all_series().get(key)
-        if series is None:
-            known = ", ".join(self.keys(kind)) or "none"
+    def _rank_frame(
+        self,
+        keys: str | list[str] | tuple[str, ...] | None,
+        picked: list[int],
+        how: str | None,
+        step_range: tuple[int, int] | None,
+        epoch_range: tuple[int, int] | None,
+        max_points: int | None,
+    ) -> pd.DataFrame:
+        """:meth:`scalars` of several ranks: a ``rank`` column, or combined by ``how``."""
+        union: dict[str, SeriesRecord] = {}
+        for rank in picked:
+            for key, s in self._all_series(rank).items():
+                union.setdefault(key, s)
+        names = [s.key for s in self._resolve(keys, union)]
+        per_key = [self._scalar_series(k, picked) for k in names]
+        if how is None:
+            labels = [(k, r) for k, found in zip(names, per_key, strict=True) for r, _ in found]
+            parts = [
+                self._read(s, step_range, epoch_range, max_points)
+                for found in per_key
+                for _, s in found
+            ]
+            return to_frame([k for k, _ in labels], parts, [r for _, r in labels])
+        combined = [
+            across_ranks_of([self._read(s, step_range, epoch_range, None) for _, s in found], how)
+            for found in per_key
+        ]
+        if max_points is not None:
+            combined = [thin(columns, counts, max_points) for columns, counts in combined]
+        return to_frame(names, [c for c, _ in combined], counts=[n for _, n in combined])
+
+    def _scalar_series(self, key: str, ranks: list[int]) -> list[tuple[int, SeriesRecord]]:
+        """``key``'s scalar series on each of ``ranks`` that recorded it."""
+        found = []
+        for rank in ranks:
+            series = self._all_series(rank).get(key)
+            if series is not None and series.kind == "scalar":
+                found.append((rank, series))
+        return found
+
+    def _read(
+        self,
+        series: SeriesRecord,
+        steps: tuple[int, int] | None,
+        epochs: tuple[int, int] | None,
+        max_points: int | None,
+    ) -> Columns:
+        where = series_label(self.id, series.key, series.rank)
+        return read_series(self._backend, series.id, where, steps, epochs, max_points)
+
+    def _pick_ranks(self, ranks: object) -> list[int]:
+        """The ranks ``ranks=`` names (a rank, a list of them or ``"all"``), checked."""
+        known = self.ranks
+        if ranks == "all":
+            return known
+        wanted = [ranks] if isinstance(ranks, (int, np.integer)) else ranks
+        if (
+            not isinstance(wanted, (list, tuple))
+            or not wanted
+            or not all(isinstance(r, (int, np.integer)) and not isinstance(r, bool) for r in wanted)
+        ):
+            raise InvalidArgumentError(
+                f"ranks={ranks!r}: expected 'all', a rank or a non-empty list of ranks"
+            )
+        missing = [int(r) for r in wanted if r not in known]
+        if missing:
             raise NotFoundError(
-                f"run {self.name} ({self.id}) has no {kind} key {key!r}; {kind} keys: {known}"
+                f"run {self.name} ({self.id}) has no rank {missing[0]}; recorded ranks: "
+                f"{', '.join(map(str, known))}"
+            )
+        return sorted({int(r) for r in wanted})
+
+    def _series_of(self, key: str, kind: str, rank: int = 0) -> SeriesRecord:
+        series = self._all_series(rank).get(key)
+        if series is None:
+            known = ", ".join(self.keys(kind, rank)) or "none"
+            where = f" rank {rank}" if rank else ""
+            raise NotFoundError(
+                f"run {self.name} ({self.id}){where} has no {kind} key {key!r}; {kind} keys: "
+                f"{known}"
             )
         if series.kind != kind:
             raise KindMismatchError(
@@ -175,16 +292,16 @@ class RunView:
     def _location(self) -> ArrayLocation:
         return ArrayLocation(self._record.array_store or self._backend.default_array_store)
 
-    def tensor(self, key: str) -> TensorSeries:
+    def tensor(self, key: str, rank: int = 0) -> TensorSeries:
         """A tensor series, indexed by step numbers (see ``TensorSeries``)."""
-        segments, chunks = self._backend.tensor_index(self._series_of(key, "tensor").id)
+        segments, chunks = self._backend.tensor_index(self._series_of(key, "tensor", rank).id)
         return TensorSeries(self._location(), key, segments, chunks)
 
-    def images(self, key: str) -> list[LoggedImage]:
+    def images(self, key: str, rank: int = 0) -> list[LoggedImage]:
         """The images of a key in step order: ``(step, caption, array)`` named tuples."""
         location = self._location()
         out = []
-        for row in self._backend.images(self._series_of(key, "image").id):
+        for row in self._backend.images(self._series_of(key, "image", rank).id):
             data = location.read(row.path)
             if zlib.crc32(data) != row.checksum:
                 raise StoreError(
@@ -194,11 +311,11 @@ class RunView:
             out.append(LoggedImage(row.step, row.caption, decode_png(data)))
         return out
 
-    def records(self, key: str) -> pd.DataFrame:
+    def records(self, key: str, rank: int = 0) -> pd.DataFrame:
         """The records of a key: a ``step`` column plus one column per record field."""
         import pandas as pd
 
-        rows = self._backend.records(self._series_of(key, "record").id)
+        rows = self._backend.records(self._series_of(key, "record", rank).id)
         frame = pd.DataFrame([json.loads(r.data) for r in rows])
         frame.insert(0, "step", [r.step for r in rows])
         return frame
@@ -224,15 +341,18 @@ class RunView:
     def verify_arrays(self) -> list[Problem]:
         """Problems in this run's tensor chunks, images and artifacts."""
         problems: list[Problem] = []
-        for key, series in self._all_series().items():
-            where = f"run {self.id} key {key!r}"
-            try:
-                if series.kind == "tensor":
-                    problems.extend(Problem(where, what) for what in self.tensor(key).verify())
-                elif series.kind == "image":
-                    self.images(key)
-            except StoreError as exc:
-                problems.append(Problem(where, str(exc)))
+        for rank, by_key in self._by_rank().items():
+            for key, series in by_key.items():
+                where = series_label(self.id, key, rank)
+                try:
+                    if series.kind == "tensor":
+                        problems.extend(
+                            Problem(where, what) for what in self.tensor(key, rank).verify()
+                        )
+                    elif series.kind == "image":
+                        self.images(key, rank)
+                except StoreError as exc:
+                    problems.append(Problem(where, str(exc)))
         for name in self.artifacts():
             try:
                 self.artifact(name)
@@ -300,22 +420,31 @@ class Store:
         where: str | None = None,
         project: str | None = None,
         keys: str | list[str] | None = None,
+        ranks: str | None = None,
     ) -> pa.Table:
         """All matching scalar points as one Arrow table:
-        ``run_id, project, run, key, step, epoch, time, value``."""
+        ``run_id, project, run, key, step, epoch, time, value``; with ``ranks="all"`` every
+        rank's points and a ``rank`` column after ``key`` (see ``RunView.scalars``)."""
         import pyarrow as pa
 
+        if ranks not in (None, "all"):
+            raise InvalidArgumentError(f"ranks={ranks!r}: expected None or 'all'")
         tables = []
         for view in self.runs(where, project):
             try:
-                frame = view.scalars(keys)
+                frame = view.scalars(keys, ranks=ranks)
             except NotFoundError:
                 continue
             tables.append(points_table(view, frame))
-        return pa.concat_tables(tables) if tables else points_schema().empty_table()
+        empty = points_schema(with_rank=ranks is not None).empty_table()
+        return pa.concat_tables(tables) if tables else empty
 
     def duckdb(
-        self, connection: Any = None, where: str | None = None, project: str | None = None
+        self,
+        connection: Any = None,
+        where: str | None = None,
+        project: str | None = None,
+        ranks: str | None = None,
     ) -> Any:
         """A DuckDB connection with views ``points`` (as :meth:`to_arrow`) and ``runs``.
 
@@ -340,6 +469,6 @@ class Store:
                 "created": [v.created for v in views],
             }
         )
-        con.register("points", self.to_arrow(where, project))
+        con.register("points", self.to_arrow(where, project, ranks=ranks))
         con.register("runs", runs)
         return con

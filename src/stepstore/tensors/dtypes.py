@@ -28,7 +28,12 @@ DTYPES: dict[str, tuple[str, str]] = {
 
 
 def dtype_name(dtype: Any, key: str) -> str:
-    """The stepstore dtype name of a NumPy/torch/JAX dtype; raises for unsupported ones."""
+    """The stepstore dtype name of a NumPy/torch/JAX dtype; raises for unsupported ones.
+
+    Byte order does not matter: big-endian ``>i4`` is stored (little-endian) as int32.
+    """
+    if isinstance(dtype, np.dtype) and dtype.names is None and dtype.name in DTYPES:
+        return dtype.name
     name = str(dtype).removeprefix("torch.")
     if name in DTYPES:
         return name
@@ -62,3 +67,15 @@ def logical_dtype(name: str) -> np.dtype:
             return storage_dtype(name)
         return np.dtype(ml_dtypes.bfloat16)
     return storage_dtype(name)
+
+
+def common_dtype(names: list[str]) -> np.dtype:
+    """The dtype that holds tensors of every dtype in ``names`` (a series whose dtype
+    changed during the run keeps each segment's own; reading across them promotes)."""
+    dtypes = [logical_dtype(name) for name in dict.fromkeys(names)]
+    if len(dtypes) == 1:
+        return dtypes[0]
+    try:
+        return np.result_type(*dtypes)
+    except TypeError:  # bfloat16 beside float16 or a 64-bit integer: NumPy has no rule
+        return np.dtype(np.float64)

@@ -9,25 +9,42 @@ import numpy as np
 
 from ..errors import InvalidValueError
 
+#: PIL modes whose pixels are not gray, RGB or RGBA values: converted before reading.
+_PIL_CONVERT = {"P", "PA", "LA", "La", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 
-def _to_numpy(data: Any) -> np.ndarray:
+
+def _to_numpy(data: Any, what: str) -> np.ndarray:
     module = type(data).__module__ or ""
-    if module.startswith("PIL"):
-        return np.asarray(data)
+    if module.startswith("PIL") and getattr(data, "mode", None) in _PIL_CONVERT:
+        alpha = "A" in data.mode or "a" in data.mode or "transparency" in data.info
+        data = data.convert("RGBA" if alpha else "RGB")
     if module.startswith("torch"):
-        return data.detach().cpu().numpy()
-    return np.asarray(data)
+        data = data.detach().cpu()
+        if str(data.dtype) == "torch.bfloat16":  # NumPy has no bfloat16
+            data = data.float()
+        data = data.resolve_conj().resolve_neg()
+    try:
+        return np.asarray(data)
+    except (TypeError, ValueError, RuntimeError) as exc:  # ragged lists, odd objects
+        shown = repr(data)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise InvalidValueError(
+            f"{what}: cannot read {shown} of type {type(data).__name__} as an array ({exc}); "
+            "expected a NumPy array, torch tensor or PIL image"
+        ) from None
 
 
 def to_uint8_hwc(data: Any, what: str = "image") -> np.ndarray:
     """An image as a uint8 ``HxW`` (grayscale) or ``HxWxC`` (C = 3 or 4) array.
 
-    Accepts PIL images and NumPy/torch arrays, HWC or CHW, uint8 or float in [0, 1]. A 3-d
-    torch tensor whose first dimension is 1, 3 or 4 is taken as CHW (torch's convention);
-    a NumPy array as HWC unless its last dimension cannot be channels.
+    Accepts PIL images and NumPy/torch arrays, HWC or CHW, with at least one pixel: uint8
+    (copied), bool (0 or 255), other integers in [0, 255], or float in [0, 1] (times 255 in
+    float64, rounded half to even). A 3-d torch tensor whose first dimension is 1, 3 or 4 is
+    taken as CHW (torch's convention); a NumPy array as HWC unless its last dimension
+    cannot be channels. Raises ``InvalidValueError`` naming ``what`` otherwise.
     """
     torch_like = (type(data).__module__ or "").startswith("torch")
-    array = _to_numpy(data)
+    array = _to_numpy(data, what)
     channels_first = array.ndim == 3 and array.shape[0] in (1, 3, 4)
     if channels_first and (torch_like or array.shape[-1] not in (1, 3, 4)):
         array = np.moveaxis(array, 0, -1)
@@ -38,22 +55,33 @@ def to_uint8_hwc(data: Any, what: str = "image") -> np.ndarray:
             f"{what}: shape {array.shape} is not an image; expected HxW, HxWxC or CxHxW "
             "with C in 1, 3, 4"
         )
-    if array.dtype == np.uint8:
-        return np.ascontiguousarray(array)
+    if array.size == 0:
+        raise InvalidValueError(f"{what}: shape {array.shape} has no pixels")
+    if array.dtype == np.uint8:  # a copy: the caller may reuse its buffer after log()
+        return np.array(array, order="C")
     if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
+        return array.astype(np.uint8) * np.uint8(255)
     if array.dtype.kind == "f":
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+        finite = np.isfinite(array)
+        if not finite.all() or array.min() < 0 or array.max() > 1:
+            bad = "NaN" if np.isnan(array).any() else "inf" if not finite.all() else None
+            got = f"{bad} pixels" if bad else f"min {array.min()}, max {array.max()}"
             raise InvalidValueError(
-                f"{what}: float pixels must be finite and in [0, 1] "
-                f"(got min {np.nanmin(array)}, max {np.nanmax(array)})"
+                f"{what}: float pixels must be finite and in [0, 1] (got {got})"
             )
-        return np.round(array * 255).astype(np.uint8)
+        # in float64 whatever the input precision, so float16/32/64 pixels convert alike
+        return np.round(array.astype(np.float64) * 255).astype(np.uint8)
     if array.dtype.kind in "iu":
         if array.min() < 0 or array.max() > 255:
-            raise InvalidValueError(f"{what}: integer pixels must be in [0, 255]")
+            raise InvalidValueError(
+                f"{what}: integer pixels must be in [0, 255] "
+                f"(got min {array.min()}, max {array.max()})"
+            )
         return array.astype(np.uint8)
-    raise InvalidValueError(f"{what}: dtype {array.dtype} is not an image dtype")
+    raise InvalidValueError(
+        f"{what}: dtype {array.dtype} is not an image dtype; expected uint8, bool, an "
+        "integer type with values in [0, 255] or a float type with values in [0, 1]"
+    )
 
 
 class Image:
@@ -69,6 +97,14 @@ class Image:
     def __init__(self, data: Any, caption: str | None = None) -> None:
         if caption is not None and not isinstance(caption, str):
             raise InvalidValueError(f"caption={caption!r}: expected a string or None")
+        if caption is not None and not caption.isascii():
+            try:
+                caption.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate: no store can keep it
+                raise InvalidValueError(
+                    f"caption={caption!r}: not valid Unicode text ({exc.reason} at "
+                    f"position {exc.start}); expected a string that encodes as UTF-8"
+                ) from None
         self.array = to_uint8_hwc(data)
         self.caption = caption
 
@@ -99,7 +135,7 @@ def image_grid(batch: Any, columns: int | None = None, padding: int = 2) -> np.n
     ``columns`` defaults to about the square root of N; cells are separated by ``padding``
     black pixels.
     """
-    images = _to_numpy(batch)
+    images = _to_numpy(batch, "image_grid")
     if images.ndim not in (3, 4) or not len(images):
         raise InvalidValueError(
             f"image_grid: shape {images.shape} is not a batch of images; expected NxHxW, "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, NotFoundError, StoreError
-from .dtypes import logical_dtype, storage_dtype
+from .dtypes import common_dtype, logical_dtype, storage_dtype
 from .index import ChunkIndex, Segment
 from .location import ArrayLocation
 from .zarr_v3 import chunk_key
@@ -62,10 +62,11 @@ class TensorSeries:
 
     @property
     def dtype(self) -> np.dtype:
-        """The dtype the tensors were stored with."""
+        """The dtype the tensors were logged with; when it changed during the run, the one
+        that holds them all (each ``at(step)`` keeps its own)."""
         if not self._segments:
             raise NotFoundError(f"tensor series {self.key!r} has no data yet")
-        return logical_dtype(next(iter(self._segments.values())).dtype)
+        return common_dtype([s.dtype for s in self._segments.values()])
 
     @property
     def shape(self) -> tuple[int | None, ...]:
@@ -166,9 +167,10 @@ class TensorSeries:
                 picked = data[positions[0] : positions[-1] + 1][(slice(None), *rest)]
             else:
                 picked = data[(positions, *rest)]
-            parts.append(np.array(picked))
+            segment = self._segments[self._chunks[number].segment]
+            parts.append(_logical(np.array(picked), segment))
         if single:
-            return self._logical(parts[0][0])
+            return parts[0][0]
         shapes = {p.shape[1:] for p in parts}
         if len(shapes) > 1:
             raise InvalidArgumentError(
@@ -176,15 +178,13 @@ class TensorSeries:
                 f"{sorted(shapes)}; select steps of one shape or use .at(step)"
             )
         if not parts:
-            segment = next(iter(self._segments.values()), None)
-            if segment is None:
+            first = next(iter(self._segments.values()), None)
+            if first is None:
                 return np.empty((0,))
-            return self._logical(np.empty((0, *segment.shape), storage_dtype(segment.dtype)))
-        return self._logical(np.concatenate(parts))
-
-    def _logical(self, array: np.ndarray) -> np.ndarray:
-        dtype = self.dtype
-        return array.view(dtype) if dtype != array.dtype else array
+            return _logical(np.empty((0, *first.shape), storage_dtype(first.dtype)), first)
+        if len({p.dtype for p in parts}) > 1:
+            return np.concatenate(parts, dtype=self.dtype)
+        return np.concatenate(parts)
 
     def __getitem__(self, index: Any) -> np.ndarray:
         first, rest = (index[0], tuple(index[1:])) if isinstance(index, tuple) else (index, ())
@@ -223,8 +223,9 @@ class TensorSeries:
         for number, chunk in enumerate(self._chunks):
             data = self._chunk_array(number, None)
             steps = np.frombuffer(chunk.steps, "<i8")
+            segment = self._segments[chunk.segment]
             for pos in range(chunk.count):
-                row = self._logical(np.asarray(data[pos]))
+                row = _logical(np.asarray(data[pos]), segment)
                 rows.append({"step": int(steps[pos]), **stats(row)})
         return pd.DataFrame(rows, columns=["step", *STAT_NAMES])
 
@@ -246,6 +247,12 @@ def chunk_path(segment: Segment, chunk: ChunkIndex) -> str:
     return f"{segment.path}/{chunk_key(chunk.chunk, len(segment.shape) + 1)}"
 
 
+def _logical(array: np.ndarray, segment: Segment) -> np.ndarray:
+    """Stored values as the dtype they were logged with (bfloat16 is stored as uint16)."""
+    dtype = logical_dtype(segment.dtype)
+    return array.view(dtype) if dtype != array.dtype else array
+
+
 def load_chunk(location: ArrayLocation, segment: Segment, path: str) -> np.ndarray:
     """A chunk file as an array ``(chunk_steps, *shape)``: memory-mapped when raw and local,
     else read (and decompressed). Raises ``StoreError`` naming the file when it is missing,
@@ -253,6 +260,8 @@ def load_chunk(location: ArrayLocation, segment: Segment, path: str) -> np.ndarr
     dtype = storage_dtype(segment.dtype)
     full = (segment.chunk_steps, *segment.shape)
     size = int(np.prod(full, dtype=np.int64)) * dtype.itemsize
+    if size == 0:  # tensors with a 0-length dimension: nothing to read (or to memory-map)
+        return np.empty(full, dtype)
     if segment.codec == "raw" and location.local:
         local = location.local_path(path)
         if not local.exists():

@@ -37,9 +37,15 @@ def _compressor():  # type: ignore[no-untyped-def]
     return _zstd
 
 
-def series_path(run_id: str, key: str) -> str:
+def run_root(run_id: str, rank: int = 0) -> str:
+    """Directory of a rank's arrays under the array root: ``RUN_ID`` for rank 0,
+    ``RUN_ID/@rankN`` for rank N (a quoted key never holds ``@``)."""
+    return run_id if rank == 0 else f"{run_id}/@rank{rank}"
+
+
+def series_path(run_id: str, key: str, rank: int = 0) -> str:
     """Path of a series' Zarr group under the array root."""
-    return f"{run_id}/{quote(key, safe='')}"
+    return f"{run_root(run_id, rank)}/{quote(key, safe='')}"
 
 
 def _pays_to_compress(row: np.ndarray) -> bool:
@@ -215,12 +221,13 @@ class SeriesWriter:
         series_id: int,
         dtype: str,
         existing: tuple[list[Segment], list[ChunkIndex]] = ([], []),
+        rank: int = 0,
     ) -> None:
         self.location = location
         self.key = key
         self.series_id = series_id
         self.dtype = dtype
-        self.path = series_path(run_id, key)
+        self.path = series_path(run_id, key, rank)
         self.segments: list[Segment] = list(existing[0])  # a resumed run adds segments
         self._writer: SegmentWriter | None = None
         self._closed: list[ChunkIndex] = []
@@ -232,27 +239,33 @@ class SeriesWriter:
         self._steps_dirty = False
         location.write(
             f"{self.path}/zarr.json",
-            group_document({"stepstore": {"key": key, "run": run_id, "dtype": dtype}}),
+            group_document(
+                {"stepstore": {"key": key, "run": run_id, "rank": rank, "dtype": dtype}}
+            ),
         )
 
-    def append(self, step: int, epoch: int, time_us: int, row: np.ndarray) -> Segment | None:
-        """Write one step; returns the new segment when the shape changed (or on the first)."""
+    def append(
+        self, step: int, epoch: int, time_us: int, row: np.ndarray, dtype: str
+    ) -> Segment | None:
+        """Write one step of ``dtype``; returns the new segment when the shape or the dtype
+        changed (or on the first), so every tensor is stored exactly as logged."""
         started = None
-        if self._writer is None or self._writer.row_shape != row.shape:
-            if self._writer is not None:
-                self._closed.extend(self._writer.close())
-            self._writer = SegmentWriter.start(
+        writer = self._writer
+        if writer is None or writer.row_shape != row.shape or writer.segment.dtype != dtype:
+            if writer is not None:
+                self._closed.extend(writer.close())
+            self._writer = writer = SegmentWriter.start(
                 self.location,
                 self.series_id,
                 len(self.segments),
                 self.path,
                 row,
-                self.dtype,
+                dtype,
                 self._rows,
             )
             started = self._writer.segment
             self.segments.append(started)
-        self._writer.append(step, epoch, time_us, row)
+        writer.append(step, epoch, time_us, row)
         self._rows += 1
         self._steps_chunk.append(step)
         self._steps_dirty = True

@@ -81,6 +81,13 @@ def stage(key: str, value: Any, pool: StagingPool) -> Staged:
     if module.startswith("torch"):
         tensor = value.detach()
         name = dtype_name(tensor.dtype, key)
+        if str(tensor.layout) != "torch.strided" or tensor.device.type == "meta":
+            raise InvalidValueError(
+                f"key {key!r}: cannot record a {str(tensor.layout).removeprefix('torch.')} "
+                f"tensor on device {tensor.device.type!r}; expected a dense (strided) tensor "
+                "with data (call .to_dense() first)"
+            )
+        tensor = tensor.resolve_neg()  # a lazily negated view (x.conj().imag): no numpy()
         if tensor.device.type != "cpu":
             import torch
 
@@ -95,7 +102,12 @@ def stage(key: str, value: Any, pool: StagingPool) -> Staged:
             tensor = tensor.view(torch.int16)
         source = tensor.numpy()
     else:
-        source = np.asarray(value)
+        try:
+            source = np.asarray(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InvalidValueError(
+                f"key {key!r}: cannot read {type(value).__name__} as an array ({exc})"
+            ) from None
         name = dtype_name(source.dtype, key)
         if name == "bfloat16":
             source = source.view(np.uint16)

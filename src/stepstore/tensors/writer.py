@@ -22,7 +22,7 @@ from ..errors import RunStateError, WriterError
 from .images import encode_png
 from .location import ArrayLocation
 from .reduce import Reduction, histogram, stats
-from .sink import SeriesWriter, series_path
+from .sink import SeriesWriter, run_root, series_path
 from .staging import StagingPool, host_array
 
 #: Called with (key, step, epoch, time in s, value) to record a derived scalar.
@@ -30,7 +30,11 @@ EmitScalar = Callable[[str, int, int, float, float], None]
 
 
 class ArrayWriter:
-    """Writes one run's tensors, images, records and artifacts."""
+    """Writes the tensors, images, records and artifacts of one rank of a run.
+
+    A non-zero rank's files live under ``RUN_ID/@rankN`` and its artifacts are named
+    ``rankN/NAME``.
+    """
 
     def __init__(
         self,
@@ -41,9 +45,11 @@ class ArrayWriter:
         max_bytes: int,
         fsync: bool,
         emit_scalar: EmitScalar,
+        rank: int = 0,
     ) -> None:
         self.backend = backend
         self.run_id = run_id
+        self.rank = rank
         self.location = location
         self.flush_interval = flush_interval
         self.max_bytes = max_bytes
@@ -175,7 +181,9 @@ class ArrayWriter:
     def _series_id(self, key: str, kind: str) -> int:
         series_id = self._series_ids.get(key)
         if series_id is None:
-            series_id = self._series_ids[key] = self.backend.ensure_series(self.run_id, key, kind)
+            series_id = self._series_ids[key] = self.backend.ensure_series(
+                self.run_id, key, kind, self.rank
+            )
         return series_id
 
     def _handle(self, job: tuple[Any, ...]) -> None:
@@ -196,14 +204,14 @@ class ArrayWriter:
             self._images(key, step, epoch, stamp, images)
         elif kind == "artifact":
             _, name, source, _ = job
-            path = f"{self.run_id}/artifacts/{name}"
+            path = f"{run_root(self.run_id, self.rank)}/artifacts/{name}"
             with open(source, "rb") as handle:
                 data = handle.read()
             self.location.write(path, data)
             self._batch.artifacts.append(
                 ArtifactRow(
                     self.run_id,
-                    name,
+                    f"rank{self.rank}/{name}" if self.rank else name,
                     path,
                     len(data),
                     hashlib.sha256(data).hexdigest(),
@@ -262,8 +270,9 @@ class ArrayWriter:
                 series_id,
                 dtype,
                 self.backend.tensor_index(series_id),
+                self.rank,
             )
-        started = series.append(step, epoch, round(stamp * 1e6), array)
+        started = series.append(step, epoch, round(stamp * 1e6), array, dtype)
         if started is not None:
             self._batch.segments.append(started)
         self.bytes_written += array.nbytes
@@ -281,7 +290,7 @@ class ArrayWriter:
         series_id = self._series_id(key, "image")
         for position, (pixels, caption) in enumerate(images):
             png = encode_png(pixels)
-            path = f"{series_path(self.run_id, key)}/{step}-{position}.png"
+            path = f"{series_path(self.run_id, key, self.rank)}/{step}-{position}.png"
             self.location.write(path, png)
             self._batch.images.append(
                 ImageRow(
