@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -308,3 +309,36 @@ def test_fsync_setting_picks_sqlite_synchronous_mode(monkeypatch, new_run, store
     assert ss.open(store_path).backend._db.execute("PRAGMA synchronous").fetchone() == (2,)
     monkeypatch.setenv("STEPSTORE_FSYNC", "0")
     assert ss.open(store_path).backend._db.execute("PRAGMA synchronous").fetchone() == (1,)
+
+
+def _open_at_barrier(path: str, barrier: Any, errors: Any) -> None:
+    from stepstore.backends.sqlite import SQLiteBackend
+
+    barrier.wait()
+    try:
+        SQLiteBackend(path, create=True).close()
+    except ss.StepstoreError as exc:
+        errors.put(str(exc))
+
+
+def test_processes_creating_one_store_at_once_never_see_it_locked(tmp_path):
+    # switching a new database to WAL answers "locked" without waiting while another
+    # process creates the schema; forked processes released together hit that window
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for trial in range(20):
+        barrier = context.Barrier(8)
+        path = str(tmp_path / f"s{trial}")
+        procs = [
+            context.Process(target=_open_at_barrier, args=(path, barrier, errors)) for _ in range(8)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(timeout=120)
+        assert [proc.exitcode for proc in procs] == [0] * 8
+    assert errors.empty(), errors.get()
+    with ss.open(str(tmp_path / "s0")) as store:
+        assert store.runs() == []

@@ -411,6 +411,56 @@ class BackendConformance:
             expected = [c for s, c in chunks if s == sid]
             assert [r.data for r in stored] == [c.data for c in expected]
 
+    def test_ranks_keep_their_own_series_and_rows(self, backend: Backend) -> None:
+        backend.create_run(run_record("k1", status="running"))
+        assert backend.ranks("k1") == []
+        ids = {rank: backend.ensure_series("k1", "loss", "scalar", rank) for rank in (0, 2, 1)}
+        assert len(set(ids.values())) == 3
+        assert backend.ensure_series("k1", "loss", "scalar", 2) == ids[2]
+        with pytest.raises(KindMismatchError, match="key 'loss' of run k1 holds scalar values"):
+            backend.ensure_series("k1", "loss", "tensor", 1)
+        joined = backend.join_rank("k1", 2, "node-2", 202)
+        assert (joined.host, joined.pid, joined.status) == ("node-2", 202, "running")
+        backend.join_rank("k1", 1, "node-1", 101)
+        for rank, sid in ids.items():
+            steps = range(rank * 10, rank * 10 + 5)
+            summary = Summary(5, 0.0, 4.0, 4.0, steps[0], steps[-1])
+            backend.commit(
+                "k1",
+                [(sid, make_chunk(0, columns(steps), sealed=False))],
+                [(sid, summary)],
+                {"journal_seq": 10 + rank, "heartbeat": time.time()},
+                rank,
+            )
+        assert [s.rank for s in backend.series("k1")] == [0]
+        assert [(s.rank, s.summary.first_step) for s in backend.series("k1", 2)] == [(2, 20)]
+        assert [(s.key, s.rank, s.id) for s in backend.series("k1", None)] == [
+            ("loss", 0, ids[0]),
+            ("loss", 1, ids[1]),
+            ("loss", 2, ids[2]),
+        ]
+        for rank, sid in ids.items():
+            (row,) = backend.chunks(sid)
+            assert (row.first_step, row.last_step) == (rank * 10, rank * 10 + 4)
+        assert [(r.rank, r.journal_seq, r.status) for r in backend.ranks("k1")] == [
+            (1, 11, "running"),
+            (2, 12, "running"),
+        ]
+        assert backend.get_run("k1").journal_seq == 10  # rank 0's fields are the run's
+        backend.commit("k1", [], [], {"status": "finished", "ended": 5.0}, 1)
+        with pytest.raises(InvalidArgumentError, match=r"cannot update run fields \['capture'\]"):
+            backend.commit("k1", [], [], {"capture": {}}, 2)
+        rejoined = backend.join_rank("k1", 1, "node-9", 909)  # a restarted worker
+        assert (rejoined.host, rejoined.pid, rejoined.status, rejoined.ended) == (
+            "node-9",
+            909,
+            "running",
+            None,
+        )
+        assert rejoined.journal_seq == 11  # its journal position is kept
+        backend.commit("k1", [], [], {"heartbeat": time.time() - 3600}, 2)
+        assert [r.status for r in backend.ranks("k1")] == ["running", "crashed"]
+
     def test_chunks_select_step_and_epoch_ranges(self, backend: Backend) -> None:
         backend.create_run(run_record("c3"))
         sid = backend.ensure_series("c3", "x", "scalar")
@@ -569,6 +619,28 @@ class BackendConformance:
                 open_backend(store_uri, create=create)
         with pytest.raises(SchemaVersionError):
             ss.init("p", store=store_uri)
+
+    def test_processes_opening_a_new_store_at_once_migrate_it_once(self, store_uri: str) -> None:
+        code = """
+            import sys, time
+            from stepstore.backends import open_backend
+            time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all open at one instant
+            backend = open_backend(sys.argv[1], create=True)
+            print(backend.schema_version)
+            backend.close()
+            """
+        start = str(time.time() + 3.0)
+        procs = [
+            python(code, store_uri, start, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(8)
+        ]
+        results = [(p.communicate(timeout=120), p.returncode) for p in procs]
+        assert [err for (_, err), code in results if code] == []
+        latest = open_backend(store_uri, create=False)
+        try:
+            assert {out.strip() for (out, _), _ in results} == {str(latest.schema_version)}
+        finally:
+            latest.close()
 
     def test_missing_store_is_not_created_by_readers(self, store_uri: str) -> None:
         with pytest.raises(NotAStoreError, match="not a stepstore store"):
