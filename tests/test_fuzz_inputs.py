@@ -485,7 +485,7 @@ def test_a_tensor_whose_dtype_changes_is_stored_exactly_as_logged(new_run, store
     assert series[:].tolist() == np.stack([before, after]).astype(series.dtype).tolist()
 
 
-def test_bfloat16_beside_float16_reads_back_as_float64(new_run, store_path):
+def test_bfloat16_beside_float16_reads_back_as_float32(new_run, store_path):
     torch = pytest.importorskip("torch")
     run = new_run()
     halves = torch.tensor([1.5, -2.0], dtype=torch.bfloat16), torch.tensor([0.1, 3.0]).half()
@@ -494,7 +494,7 @@ def test_bfloat16_beside_float16_reads_back_as_float64(new_run, store_path):
     run.finish()
     series = ss.open(store_path).run(run.id).tensor("act")
     assert series.at(0).dtype.name == "bfloat16" and series.at(1).dtype == np.float16
-    assert series.dtype == np.float64
+    assert series.dtype == np.float32
     assert series[:].tolist() == [[1.5, -2.0], [float(np.float16(0.1)), 3.0]]
 
 

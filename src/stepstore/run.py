@@ -45,7 +45,7 @@ from .tensors.location import ArrayLocation
 from .tensors.reduce import Reduction
 from .tensors.staging import is_array, stage
 from .tensors.writer import ArrayWriter, record_json
-from .values import DEFER, plain_record, to_scalar
+from .values import DEFER, plain_record, require_unicode, to_scalar
 from .writer import Cursor, SeriesSink, Writer
 
 _OPEN, _FINISHED, _FORKED = "open", "finished", "forked"
@@ -121,14 +121,7 @@ def _check_key(key: Any) -> str:
     bad = [c for c in key if ord(c) < 32 or ord(c) == 127]
     if bad:
         raise InvalidValueError(f"key {key!r}: contains control character {bad[0]!r}")
-    if not key.isascii():
-        try:
-            key.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a lone surrogate: no store can keep it
-            raise InvalidValueError(
-                f"key {key!r}: not valid Unicode text ({exc.reason} at position "
-                f"{exc.start}); expected a name that encodes as UTF-8"
-            ) from None
+    require_unicode(key, f"key {key!r}", "a name that encodes as UTF-8")
     return key
 
 

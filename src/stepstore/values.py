@@ -206,6 +206,20 @@ def _plain_value(key: str, value: Any, where: str, depth: int) -> Any:
     raise _not_json(key, value, where)
 
 
+def require_unicode(text: str, what: str, expected: str) -> None:
+    """Refuse ``text`` unless it encodes as UTF-8: a lone surrogate is not Unicode, so no
+    store can keep it. ``what`` names the text in the error, ``expected`` what would do."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidValueError(
+            f"{what}: not valid Unicode text ({exc.reason} at position {exc.start}); "
+            f"expected {expected}"
+        ) from None
+
+
 def _is_unicode(text: str) -> bool:
     """Whether ``text`` encodes as UTF-8 (no lone surrogates, which no store can keep)."""
     try:

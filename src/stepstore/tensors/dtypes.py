@@ -75,7 +75,10 @@ def common_dtype(names: list[str]) -> np.dtype:
     dtypes = [logical_dtype(name) for name in dict.fromkeys(names)]
     if len(dtypes) == 1:
         return dtypes[0]
+    if {"bfloat16", "float16"} <= {dtype.name for dtype in dtypes}:
+        # float32 holds both exactly; ml_dtypes before 0.5 has no rule for the pair
+        dtypes = [np.dtype(np.float32) if d.name == "bfloat16" else d for d in dtypes]
     try:
         return np.result_type(*dtypes)
-    except TypeError:  # bfloat16 beside float16 or a 64-bit integer: NumPy has no rule
+    except TypeError:  # bfloat16 beside a wide integer on older ml_dtypes: no rule
         return np.dtype(np.float64)

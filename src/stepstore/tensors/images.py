@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidValueError
+from ..values import require_unicode
 
 #: PIL modes whose pixels are not gray, RGB or RGBA values: converted before reading.
 _PIL_CONVERT = {"P", "PA", "LA", "La", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -97,14 +98,8 @@ class Image:
     def __init__(self, data: Any, caption: str | None = None) -> None:
         if caption is not None and not isinstance(caption, str):
             raise InvalidValueError(f"caption={caption!r}: expected a string or None")
-        if caption is not None and not caption.isascii():
-            try:
-                caption.encode("utf-8")
-            except UnicodeEncodeError as exc:  # a lone surrogate: no store can keep it
-                raise InvalidValueError(
-                    f"caption={caption!r}: not valid Unicode text ({exc.reason} at "
-                    f"position {exc.start}); expected a string that encodes as UTF-8"
-                ) from None
+        if caption is not None:
+            require_unicode(caption, f"caption={caption!r}", "a string that encodes as UTF-8")
         self.array = to_uint8_hwc(data)
         self.caption = caption
 
