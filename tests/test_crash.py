@@ -115,3 +115,30 @@ def test_sigterm_flushes_and_marks_killed(tmp_path):
     n = len(view.scalars("a"))
     assert n > 300
     assert view.scalars("a")["value"].tolist() == [float(i) for i in range(n)]
+
+
+REFUSED_THEN_KILLED = """
+import os, sys, stepstore as ss
+run = ss.init("crash", store=sys.argv[1], flush_interval=60.0)
+run.log({"a": 1.0, "b": 2.0}, step=0)
+try:
+    run.log({"a": 3.0, "b": "not a number"}, step=1)  # "a" is packed before "b" is refused
+except ss.InvalidValueError:
+    print(run.id, flush=True)
+    os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_refused_log_leaves_nothing_for_recovery_to_replay(tmp_path):
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSED_THEN_KILLED, str(store)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    view = ss.open(store).run(done.stdout.strip())
+    assert view.scalars("a")["value"].tolist() == [1.0]
+    assert view.scalars("b")["value"].tolist() == [2.0]

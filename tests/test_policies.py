@@ -148,6 +148,20 @@ def test_policy_matches_reference_model(tmp_path_factory, policy, offered, per_c
         }
 
 
+def test_a_refused_log_does_not_count_as_a_change(new_run, store_path):
+    run = new_run()
+    run.policy("grad", ss.on_change("lr"))
+    run.log({"lr": 0.1, "grad": 1.0}, step=0)
+    with pytest.raises(ss.InvalidValueError, match="key 'bad'"):
+        run.log({"lr": 0.5, "grad": 2.0, "bad": "not a number"}, step=1)
+    run.log({"grad": 3.0}, step=2)  # lr is still 0.1: the refused 0.5 never happened
+    run.log({"lr": 0.5, "grad": 4.0}, step=3)
+    run.finish()
+    view = ss.open(store_path).run(run.id)
+    assert view.scalars("grad")["step"].tolist() == [0, 3]
+    assert view.scalars("lr")["step"].tolist() == [0, 3]
+
+
 def test_on_change_records_significant_loss_moves(new_run, store_path):
     run = new_run()
     run.policy("loss", ss.on_change("loss", rel=0.1))

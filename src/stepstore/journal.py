@@ -127,6 +127,12 @@ class Journal:
             return self._slots[start:end].copy()
         return np.concatenate([self._slots[start:], self._slots[: end - self.capacity]])
 
+    def discard(self, first: int, stop: int) -> None:
+        """Void the records with ``first <= seq < stop`` (written by a ``log()`` that then
+        raised), so that recovery never replays them."""
+        for seq in range(first, stop):
+            self._slots["seq"][seq % self.capacity] = 0
+
     def valid_after(self, committed: int) -> np.ndarray:
         """Records after ``committed`` that were completely written, in order (recovery)."""
         expected = np.arange(committed + 1, committed + 1 + self.capacity, dtype=np.int64)

@@ -302,8 +302,7 @@ class Run:
         elif epoch is not self._epoch:
             epoch = _check_count("epoch", epoch)
         check_for, when_triggers = (None, None) if when is None else self._compile_when(when)
-        if self._triggers:
-            self._update_latest(values)
+        latest_before = None
         cursor = self._cursor
         seq = self._seq
         if seq + len(values) - cursor.committed > self._capacity:
@@ -316,43 +315,62 @@ class Run:
         stored_epoch = NO_EPOCH if epoch is None else epoch
         accepted = []
         deferred = arrays = None
-        for key, value in values.items():
-            state = keys.get(key)
-            if state is None:
-                state = self._new_key(key, value)
-            if step < state.last_step and not self._allow_rewind:
-                raise StepOrderError(
-                    f"key {key!r}: step {step} is below its last recorded step "
-                    f"{state.last_step}; steps of a key only go forward (init(..., "
-                    "allow_rewind=True) allows it)"
-                )
-            check = state.check if check_for is None else check_for
-            if check is not None and not check(step, epoch, state):
-                state.rejected += 1
-                continue
-            if state.kind != "scalar":
-                if arrays is None:
-                    arrays = []
-                arrays.append(self._array_job(state, value, step, stored_epoch, stamp))
-                accepted.append(state)
-                continue
-            if type(value) is not float:
-                converted = to_scalar(key, value)
-                if converted is DEFER:
-                    if deferred is None:
-                        deferred = []
-                    device_value = value.detach() if hasattr(value, "detach") else value
-                    deferred.append(
-                        (2 * seq + 1, state.id, step, stored_epoch, stamp, device_value)
+        try:
+            if self._triggers:
+                latest_before = dict(self._latest)
+                self._update_latest(values)
+            for key, value in values.items():
+                state = keys.get(key)
+                if state is None:
+                    state = self._new_key(key, value)
+                if step < state.last_step and not self._allow_rewind:
+                    raise StepOrderError(
+                        f"key {key!r}: step {step} is below its last recorded step "
+                        f"{state.last_step}; steps of a key only go forward (init(..., "
+                        "allow_rewind=True) allows it)"
                     )
+                check = state.check if check_for is None else check_for
+                if check is not None and not check(step, epoch, state):
+                    state.rejected += 1
+                    continue
+                if state.kind != "scalar":
+                    if arrays is None:
+                        arrays = []
+                    arrays.append(self._array_job(state, value, step, stored_epoch, stamp))
                     accepted.append(state)
                     continue
-                value = converted
-            seq += 1
-            pack(
-                mm, 4096 + (seq % capacity) * 48, state.id, 0, step, stored_epoch, stamp, value, seq
-            )
-            accepted.append(state)
+                if type(value) is not float:
+                    converted = to_scalar(key, value)
+                    if converted is DEFER:
+                        if deferred is None:
+                            deferred = []
+                        device_value = value.detach() if hasattr(value, "detach") else value
+                        deferred.append(
+                            (2 * seq + 1, state.id, step, stored_epoch, stamp, device_value)
+                        )
+                        accepted.append(state)
+                        continue
+                    value = converted
+                seq += 1
+                pack(
+                    mm,
+                    4096 + (seq % capacity) * 48,
+                    state.id,
+                    0,
+                    step,
+                    stored_epoch,
+                    stamp,
+                    value,
+                    seq,
+                )
+                accepted.append(state)
+        except BaseException:  # a call that raises records none of its values
+            if seq > self._seq:
+                self._journal.discard(self._seq + 1, seq + 1)
+            if latest_before is not None:
+                self._latest.clear()
+                self._latest.update(latest_before)
+            raise
         self._step, self._epoch = next_step, epoch
         for state in accepted:
             state.last_step = step
