@@ -688,12 +688,17 @@ class BackendConformance:
         with ss.init("e2e", store=store_uri, flush_interval=0.05) as run:
             for step in range(5):
                 run.log({"w": np.full((2, 3), step, np.float32)}, step=step)
-                run.log_record("note", {"text": f"n{step}"}, step=step)
+                odd = [math.nan, math.inf, -math.inf, -0.0, 1e-310][step]  # JSON has none
+                run.log_record("note", {"text": f"n{step} \u00e9\U0001f600", "x": odd}, step=step)
         view = ss.open(store_uri).run(run.id)
         weights = view.tensor("w")
         assert weights.steps.tolist() == [0, 1, 2, 3, 4]
         assert np.array_equal(weights.at(3), np.full((2, 3), 3, np.float32))
-        assert view.records("note")["text"].tolist() == [f"n{i}" for i in range(5)]
+        notes = view.records("note")
+        assert notes["text"].tolist() == [f"n{i} \u00e9\U0001f600" for i in range(5)]
+        x = notes["x"].tolist()
+        assert math.isnan(x[0]) and x[1:3] == [math.inf, -math.inf]
+        assert math.copysign(1.0, x[3]) == -1.0 and x[4] == 1e-310
 
     def test_resume_continues_steps(self, store_uri: str) -> None:
         run = ss.init("e2e", store=store_uri, flush_interval=0.05, chunk_size=64)
