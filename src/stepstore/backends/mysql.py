@@ -36,8 +36,9 @@ Specifics:
 - Migrations hold a ``GET_LOCK`` lock so processes opening a new database at once do not
   race. MySQL commits each DDL statement implicitly, so a migration is not one
   transaction; its statements are idempotent (``CREATE TABLE IF NOT EXISTS`` with inline
-  indexes) and the version is recorded after each, so an interrupted migration is
-  completed by the next open.
+  indexes; an ``ALTER TABLE`` is one statement, skipped when the column it adds exists) and
+  the version is recorded after each migration, so an interrupted one is completed by the
+  next open.
 - URI query parameters: ``unix_socket`` and ``connect_timeout`` (seconds, default 10).
 """
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -54,6 +56,8 @@ from ..errors import InvalidArgumentError, StoreError
 from ..series.tail import Summary
 from .sql import CONNECT_TIMEOUT, SQLBackend, import_driver
 
+#: A migration's ``ALTER TABLE ... ADD COLUMN``: the table and the column it adds.
+_ADD_COLUMN = re.compile(r'ALTER TABLE (\w+) ADD COLUMN "(\w+)"')
 _TABLE = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}"
 
 #: Ordered, append-only migrations; entry ``i`` brings the schema to version ``i + 1``.
@@ -319,8 +323,17 @@ class MySQLBackend(SQLBackend):
         self._collation = next((c for c in _COLLATIONS if c in available), "utf8mb4_bin")
         super()._apply_migrations(cursor)
 
-    def _ddl(self, statement: str) -> str:
-        return statement.format(collation=self._collation)
+    def _migration_step(self, cursor: Any, statement: str) -> None:
+        added = _ADD_COLUMN.match(statement)
+        if added is not None:
+            cursor.execute(
+                "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() "
+                "AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+                added.groups(),
+            )
+            if cursor.fetchall():
+                return  # applied by a migration cut off before it recorded its version
+        cursor.execute(statement.format(collation=self._collation))
 
     def _upsert_sql(
         self, table: str, columns: Sequence[str], conflict: str, update: Sequence[str] = ()

@@ -334,9 +334,10 @@ class SQLBackend(Backend):
         """``INSERT`` of one row of ``columns`` that, when the row exists (by the unique
         index named by ``conflict``), updates the ``update`` columns or does nothing."""
 
-    def _ddl(self, statement: str) -> str:
-        """A migration statement as it is executed (a dialect may fill in templates)."""
-        return statement
+    def _migration_step(self, cursor: Any, statement: str) -> None:
+        """Execute one migration statement (a dialect may fill in templates, or skip what
+        an interrupted migration applied)."""
+        cursor.execute(statement)
 
     def _write_chunks(self, cursor: Any, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert chunk rows (:data:`CHUNK_COLUMNS`), replacing rows with the same key."""
@@ -482,7 +483,7 @@ class SQLBackend(Backend):
             set_version = self._upsert_sql("meta", ('"key"', "value"), '("key")', ("value",))
             for number, statements in enumerate(self.migrations[version:], start=version + 1):
                 for statement in statements:
-                    cursor.execute(self._ddl(statement))
+                    self._migration_step(cursor, statement)
                 cursor.execute(set_version, ("schema_version", str(number)))
             # committed before the lock is released (MySQL's is the session's), so the next
             # process to take it reads the new version and does not apply a migration twice
