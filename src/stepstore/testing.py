@@ -688,7 +688,7 @@ class BackendConformance:
         with ss.init("e2e", store=store_uri, flush_interval=0.05) as run:
             for step in range(5):
                 run.log({"w": np.full((2, 3), step, np.float32)}, step=step)
-                odd = [math.nan, math.inf, -math.inf, -0.0, 1e-310][step]  # JSON has none
+                odd = [math.nan, math.inf, -math.inf, -0.0, 1e-310][step]  # no NaN/inf in JSON
                 run.log_record("note", {"text": f"n{step} \u00e9\U0001f600", "x": odd}, step=step)
         view = ss.open(store_uri).run(run.id)
         weights = view.tensor("w")
