@@ -367,7 +367,7 @@ class Run:
         except BaseException:  # a call that raises records none of its values
             if seq > self._seq:
                 self._journal.discard(self._seq + 1, seq + 1)
-            if latest_before is not None:
+            if latest_before is not None:  # in place: compiled policies hold this dict
                 self._latest.clear()
                 self._latest.update(latest_before)
             raise
