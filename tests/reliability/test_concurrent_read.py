@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,3 +110,49 @@ def test_reader_sees_consistent_growing_data_while_a_writer_writes(
         for stream in (writer.stdout, writer.stderr):
             if stream is not None:
                 stream.close()
+
+
+class _FlushBetweenReads:
+    """A SQLite connection that lets ``between`` run once, right after the first read of a
+    tensor index table: a writer's flush landing between the two reads of ``tensor_index``."""
+
+    def __init__(self, db: Any, between: Callable[[], None]) -> None:
+        self._db, self._between, self._armed = db, between, True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        cursor = self._db.execute(sql, *args)
+        if "FROM tensor_" not in sql or not self._armed:
+            return cursor
+        rows = cursor.fetchall()  # this read is complete before the flush
+        self._armed = False
+        self._between()
+        return iter(rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def test_a_flush_between_the_index_reads_never_shows_a_chunk_without_its_segment(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    run = ss.init("concurrent", store=store, flush_interval=60.0)
+    run.log({"w": np.arange(4, dtype=np.float32)}, step=0)
+    run.flush()
+    reader = ss.open(store)
+    view = reader.run(run.id)
+
+    def flush_a_new_segment() -> None:  # a shape change starts segment 1
+        run.log({"w": np.arange(5, dtype=np.float32)}, step=1)
+        run.flush()
+
+    backend = reader.backend
+    backend._db = _FlushBetweenReads(backend._db, flush_a_new_segment)  # white box: SQLite
+    series = view.tensor("w")
+    assert series.steps.tolist() == [0]
+    assert series.dtype == np.float32 and series.shape == (1, 4)
+    assert series.at(0).tolist() == [0.0, 1.0, 2.0, 3.0]
+    backend._db = backend._db._db
+    run.finish()
+    later = ss.open(store).run(run.id).tensor("w")
+    assert later.steps.tolist() == [0, 1] and later.shape == (2, None)

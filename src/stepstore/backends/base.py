@@ -394,7 +394,11 @@ class Backend(ABC):
 
     @abstractmethod
     def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
-        """Segments and chunk index rows of a tensor series, in order."""
+        """Segments and chunk index rows of a tensor series, in order.
+
+        Chunk rows are read before segments, so the segment of every chunk returned is there
+        even while a writer flushes (a flush committed between the reads can only add
+        segments that no returned chunk uses yet)."""
 
     @abstractmethod
     def records(self, series_id: int) -> list[RecordRow]:

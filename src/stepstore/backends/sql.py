@@ -790,19 +790,19 @@ class SQLBackend(Backend):
             self._run(work)
 
     def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
-        def work(cursor: Any) -> tuple[list[Any], list[Any]]:
-            cursor.execute(
-                f"SELECT {', '.join(SEGMENT)} FROM tensor_segments WHERE series_id = %s "
-                "ORDER BY segment",
-                (series_id,),
-            )
-            segments = list(cursor.fetchall())
+        def work(cursor: Any) -> tuple[list[Any], list[Any]]:  # chunks first: see Backend
             cursor.execute(
                 f"SELECT {', '.join(TENSOR_CHUNK)} FROM tensor_chunks WHERE series_id = %s "
                 "ORDER BY segment, chunk",
                 (series_id,),
             )
-            return segments, list(cursor.fetchall())
+            chunks = list(cursor.fetchall())
+            cursor.execute(
+                f"SELECT {', '.join(SEGMENT)} FROM tensor_segments WHERE series_id = %s "
+                "ORDER BY segment",
+                (series_id,),
+            )
+            return list(cursor.fetchall()), chunks
 
         segment_rows, chunk_rows = self._run(work)
         segments = []

@@ -613,21 +613,21 @@ class SQLiteBackend(Backend):
             )
 
     def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
-        with self._lock:
-            segments = [
-                Segment(sid, seg, tuple(json.loads(shape)), dtype, steps, codec, path)
-                for sid, seg, shape, dtype, steps, codec, path in self._db.execute(
-                    "SELECT series_id, segment, shape, dtype, chunk_steps, codec, path "
-                    "FROM tensor_segments WHERE series_id = ? ORDER BY segment",
-                    (series_id,),
-                )
-            ]
+        with self._lock:  # chunks first: see Backend.tensor_index
             chunks = [
                 ChunkIndex(sid, seg, chunk, first, last, count, bool(sealed), *blobs)
                 for sid, seg, chunk, first, last, count, sealed, *blobs in self._db.execute(
                     "SELECT series_id, segment, chunk, first_step, last_step, count, sealed, "
                     "steps, epochs, times, checksums FROM tensor_chunks WHERE series_id = ? "
                     "ORDER BY segment, chunk",
+                    (series_id,),
+                )
+            ]
+            segments = [
+                Segment(sid, seg, tuple(json.loads(shape)), dtype, steps, codec, path)
+                for sid, seg, shape, dtype, steps, codec, path in self._db.execute(
+                    "SELECT series_id, segment, shape, dtype, chunk_steps, codec, path "
+                    "FROM tensor_segments WHERE series_id = ? ORDER BY segment",
                     (series_id,),
                 )
             ]

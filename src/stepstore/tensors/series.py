@@ -32,7 +32,8 @@ class TensorSeries:
     ) -> None:
         self.key = key
         self._location = location
-        self._segments = {s.segment: s for s in segments}
+        used = {c.segment for c in chunks}  # a segment without chunks has no data yet
+        self._segments = {s.segment: s for s in segments if s.segment in used}
         self._chunks = chunks
         counts = [c.count for c in chunks]
         self.steps = (
