@@ -142,3 +142,24 @@ def test_a_refused_log_leaves_nothing_for_recovery_to_replay(tmp_path):
     view = ss.open(store).run(done.stdout.strip())
     assert view.scalars("a")["value"].tolist() == [1.0]
     assert view.scalars("b")["value"].tolist() == [2.0]
+
+
+def test_a_journal_being_created_is_never_claimed_as_an_orphan(tmp_path, monkeypatch):
+    import fcntl
+
+    from stepstore.journal import Journal, journal_paths
+
+    real_flock = fcntl.flock
+    claimed = []
+
+    def scan_for_orphans_first(fd, operation):  # another process's scan, just before our lock
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        claimed.extend(Journal.claim_orphan(path) for path in journal_paths(tmp_path))
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", scan_for_orphans_first)
+    journal = Journal.create(tmp_path, "r1", 64)
+    assert claimed == []
+    assert Journal.claim_orphan(journal.path) is None  # held by us
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1.journal", "r1.keys"]
+    journal.close(remove=True)

@@ -59,19 +59,17 @@ class Journal:
     def __init__(self, path: Path, capacity: int, *, create: bool) -> None:
         self.path = path
         self.keys_path = path.with_suffix(".keys")
-        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
-        self._fd = os.open(path, flags, 0o644)
+        if create:
+            self._fd = _create_locked(path, capacity)
+        else:
+            self._fd = os.open(path, os.O_RDWR)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._fd)
+                raise
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._fd)
-            raise
-        try:
-            if create:
-                # allocated, not sparse: a full disk fails here, not as SIGBUS in log()
-                os.posix_fallocate(self._fd, 0, HEADER_SIZE + capacity * RECORD.size)
-                os.pwrite(self._fd, _HEADER.pack(_MAGIC, 1, RECORD.size, capacity), 0)
-            else:
+            if not create:
                 magic, _, size, capacity = _HEADER.unpack(os.pread(self._fd, _HEADER.size, 0))
                 if magic != _MAGIC or size != RECORD.size:
                     raise StoreError(f"{path}: not a stepstore journal")
@@ -150,6 +148,25 @@ class Journal:
         self.mm.close()
         os.close(self._keys_fd)
         os.close(self._fd)
+
+
+def _create_locked(path: Path, capacity: int) -> int:
+    """A new journal file at ``path``, open and locked by us. It is made under a temporary
+    name and renamed, so a process looking for orphans never finds it unlocked or without
+    its header."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # allocated, not sparse: a full disk fails here, not as SIGBUS in log()
+        os.posix_fallocate(fd, 0, HEADER_SIZE + capacity * RECORD.size)
+        os.pwrite(fd, _HEADER.pack(_MAGIC, 1, RECORD.size, capacity), 0)
+        os.rename(temporary, path)
+    except BaseException:
+        os.close(fd)
+        temporary.unlink(missing_ok=True)
+        raise
+    return fd
 
 
 def journal_name(run_id: str, rank: int = 0) -> str:
