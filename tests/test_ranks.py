@@ -395,3 +395,15 @@ def test_a_rank_that_recorded_nothing_is_listed_but_adds_no_rows(job, store_path
     assert view.scalars("loss", ranks="all")[["rank", "value"]].values.tolist() == [[0, 1.0]]
     with pytest.raises(ss.NotFoundError, match=r"has no key matching 'loss'"):
         view.scalars("loss", ranks=1)
+
+
+def test_summary_filters_describe_rank_zero(job, store_uri) -> None:
+    runs = [start(job, rank, store_uri) for rank in range(2)]
+    runs[0].log({"loss": 0.1}, step=0)
+    runs[1].log({"loss": 9.0}, step=0)
+    for run in runs:
+        run.finish()
+    store = ss.open(store_uri)
+    assert [r.id for r in store.runs(where="summary.loss.last > 1")] == []
+    assert [r.id for r in store.runs(where="summary.loss.max < 1")] == ["job-7"]
+    assert [r.id for r in store.runs(where="summary.loss.count = 1")] == ["job-7"]

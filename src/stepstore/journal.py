@@ -27,6 +27,7 @@ import json
 import mmap
 import os
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,10 @@ class Journal:
 
     @classmethod
     def create(cls, directory: Path, run_id: str, capacity: int, rank: int = 0) -> Journal:
-        """Create (or truncate) the journal of ``run_id``'s ``rank`` in ``directory``,
-        locked by us."""
+        """Create the journal of ``run_id``'s ``rank`` in ``directory``, locked by us.
+
+        Raises ``FileExistsError`` if that journal exists: another process records the
+        run, or one that died left it for recovery."""
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / journal_name(run_id, rank), capacity, create=True)
 
@@ -154,19 +157,35 @@ def _create_locked(path: Path, capacity: int) -> int:
     """A new journal file at ``path``, open and locked by us. It is made under a temporary
     name and renamed, so a process looking for orphans never finds it unlocked or without
     its header."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         # allocated, not sparse: a full disk fails here, not as SIGBUS in log()
         os.posix_fallocate(fd, 0, HEADER_SIZE + capacity * RECORD.size)
         os.pwrite(fd, _HEADER.pack(_MAGIC, 1, RECORD.size, capacity), 0)
-        os.rename(temporary, path)
+        os.link(temporary, path)  # FileExistsError while a journal is there: one per run
     except BaseException:
         os.close(fd)
-        temporary.unlink(missing_ok=True)
         raise
+    finally:
+        temporary.unlink(missing_ok=True)
     return fd
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the journal at ``path`` (it exists and is locked)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def journal_name(run_id: str, rank: int = 0) -> str:

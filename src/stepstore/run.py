@@ -20,10 +20,10 @@ import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .backends import open_backend
-from .backends.base import RUN_STATUSES, Backend, RunRecord
+from .backends.base import RUN_STATUSES, Backend, RankRecord, RunRecord
 from .config import Config, load_config
 from .distributed import rank_and_world, shared_run_id
 from .environment import describe
@@ -36,7 +36,7 @@ from .errors import (
     StepOrderError,
     WriterError,
 )
-from .journal import RECORD, Journal
+from .journal import RECORD, Journal, is_held, journal_name
 from .policies import Check, KeyState, Policy, log_spaced
 from .recovery import recover_orphans
 from .series.chunk import NO_EPOCH
@@ -51,6 +51,7 @@ from .writer import Cursor, SeriesSink, Writer
 _OPEN, _FINISHED, _FORKED = "open", "finished", "forked"
 _MAX_STEP = 2**63 - 1
 _MAX_KEY = 1024
+_MAX_ARTIFACT_NAME = 255
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
 _RAW = Reduction()
 
@@ -109,20 +110,44 @@ def _new_name(run_id: str) -> str:
     )
 
 
-def _check_key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise InvalidValueError(f"key {key!r}: expected a string, got {type(key).__name__}")
-    if not key or key != key.strip():
-        raise InvalidValueError(
-            f"key {key!r}: expected a non-empty name without leading or trailing whitespace"
+def _check_name(what: str, name: Any, maximum: int, error: type[Exception]) -> str:
+    """``name`` if it is a non-empty, trimmed, printable UTF-8 string of at most
+    ``maximum`` characters; else ``error`` naming ``what``."""
+    if not isinstance(name, str):
+        raise error(f"{what} {name!r}: expected a string, got {type(name).__name__}")
+    if not name or name != name.strip():
+        raise error(
+            f"{what} {name!r}: expected a non-empty name without leading or trailing whitespace"
         )
-    if len(key) > _MAX_KEY:
-        raise InvalidValueError(f"key {key[:40]!r}...: longer than {_MAX_KEY} characters")
-    bad = [c for c in key if ord(c) < 32 or ord(c) == 127]
+    if len(name) > maximum:
+        raise error(f"{what} {name[:40]!r}...: longer than {maximum} characters")
+    bad = [c for c in name if ord(c) < 32 or ord(c) == 127]
     if bad:
-        raise InvalidValueError(f"key {key!r}: contains control character {bad[0]!r}")
-    require_unicode(key, f"key {key!r}", "a name that encodes as UTF-8")
-    return key
+        raise error(f"{what} {name!r}: contains control character {bad[0]!r}")
+    require_unicode(name, f"{what} {name!r}", "a name that encodes as UTF-8")
+    return name
+
+
+def _check_key(key: Any) -> str:
+    return _check_name("key", key, _MAX_KEY, InvalidValueError)
+
+
+def _check_artifact_name(name: Any) -> str:
+    _check_name("artifact name", name, _MAX_ARTIFACT_NAME, InvalidArgumentError)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise InvalidArgumentError(
+            f"artifact name {name!r}: expected a file name, without '/' or '\\' and not '.' or '..'"
+        )
+    return name
+
+
+def _step_order_error(key: str, step: int, last: int) -> NoReturn:
+    relation = "at" if step == last else "below"
+    raise StepOrderError(
+        f"key {key!r}: step {step} is {relation} its last recorded step {last}; a key takes "
+        "one value per step and its steps only go forward (init(..., allow_rewind=True) "
+        "allows it)"
+    )
 
 
 def _kind_of(value: Any) -> str:
@@ -181,7 +206,15 @@ class Run:
         committed = record.journal_seq if journal_seq is None else journal_seq
         self._cursor = Cursor(committed)
         self._seq = committed
-        self._journal = Journal.create(backend.journal_dir, record.id, config.journal_slots, rank)
+        try:
+            self._journal = Journal.create(
+                backend.journal_dir, record.id, config.journal_slots, rank
+            )
+        except FileExistsError:
+            raise RunStateError(
+                f"run {record.name} ({record.id}) rank {rank}: another process started "
+                "recording it at the same moment; one process records a run at a time"
+            ) from None
         for key, state in self._keys.items():
             self._journal.add_key(state.id, key, state.kind)
         self._mm = self._journal.mm
@@ -283,6 +316,8 @@ class Run:
             self._not_open()
         if self._writer.error is not None:
             self._writer_failed()
+        if self._array_writer is not None and self._array_writer.error is not None:
+            self._writer_failed(self._array_writer)
         if type(values) is not dict and not isinstance(values, Mapping):
             raise InvalidArgumentError(
                 f"values={values!r:.80}: expected a dict of key to value, e.g. {{'loss': 0.5}}"
@@ -291,6 +326,8 @@ class Run:
         next_step = self._step
         if step is None:
             step = next_step
+            if step > _MAX_STEP:
+                self._steps_exhausted()
             next_step = step + 1
         else:
             if type(step) is not int or not 0 <= step <= _MAX_STEP:
@@ -323,12 +360,8 @@ class Run:
                 state = keys.get(key)
                 if state is None:
                     state = self._new_key(key, value)
-                if step < state.last_step and not self._allow_rewind:
-                    raise StepOrderError(
-                        f"key {key!r}: step {step} is below its last recorded step "
-                        f"{state.last_step}; steps of a key only go forward (init(..., "
-                        "allow_rewind=True) allows it)"
-                    )
+                if step <= state.last_step and not self._allow_rewind:
+                    _step_order_error(key, step, state.last_step)
                 check = state.check if check_for is None else check_for
                 if check is not None and not check(step, epoch, state):
                     state.rejected += 1
@@ -364,6 +397,8 @@ class Run:
                     seq,
                 )
                 accepted.append(state)
+            if arrays:
+                self._submit(arrays)
         except BaseException:  # a call that raises records none of its values
             if seq > self._seq:
                 self._journal.discard(self._seq + 1, seq + 1)
@@ -384,9 +419,6 @@ class Run:
         if deferred:
             self._writer.deferred.extend(deferred)
         self._seq = cursor.written = seq
-        if arrays:
-            for job, nbytes in arrays:
-                self._submit(job, nbytes)
 
     def _new_key(self, key: str, value: Any, kind: str | None = None) -> KeyState:
         _check_key(key)
@@ -422,11 +454,13 @@ class Run:
                     )
         return self._array_writer
 
-    def _submit(self, job: tuple[Any, ...], nbytes: int) -> None:
+    def _submit(self, jobs: list[tuple[tuple[Any, ...], int]]) -> None:
+        """Queue array jobs (each with its size in bytes) for the array writer."""
         writer = self._arrays()
         if writer.error is not None:
             self._writer_failed(writer)
-        writer.submit(job, nbytes)
+        for job, nbytes in jobs:
+            writer.submit(job, nbytes)
 
     def _array_job(
         self, state: KeyState, value: Any, step: int, epoch: int, stamp: float
@@ -552,10 +586,8 @@ class Run:
         data = record_json(key, plain_record(key, record))
         if step is not None:
             step = _check_count("step", step)
-            if state is not None and step < state.last_step and not self._allow_rewind:
-                raise StepOrderError(
-                    f"key {key!r}: step {step} is below its last recorded step {state.last_step}"
-                )
+            if state is not None and step <= state.last_step and not self._allow_rewind:
+                _step_order_error(key, step, state.last_step)
         if epoch is not None:
             epoch = _check_count("epoch", epoch)
         if state is None:
@@ -563,17 +595,21 @@ class Run:
             if state.kind != "record":  # another thread registered the key meanwhile
                 raise KindMismatchError(f"key {key!r} holds {state.kind} values; got a record")
         step, epoch = self._next_position(step, epoch)
-        if step < state.last_step and not self._allow_rewind:
-            raise StepOrderError(
-                f"key {key!r}: step {step} is below its last recorded step {state.last_step}"
-            )
+        if step <= state.last_step and not self._allow_rewind:
+            _step_order_error(key, step, state.last_step)
         state.last_step, state.count = step, state.count + 1
         self._submit(
-            ("record", key, step, NO_EPOCH if epoch is None else epoch, time.time(), data),
-            len(data),
+            [
+                (
+                    ("record", key, step, NO_EPOCH if epoch is None else epoch, time.time(), data),
+                    len(data),
+                )
+            ]
         )
 
     def _next_position(self, step: int | None, epoch: int | None) -> tuple[int, int | None]:
+        if step is None and self._step > _MAX_STEP:
+            self._steps_exhausted()
         step = self._step if step is None else _check_count("step", step)
         self._step = max(self._step, step + 1)
         if epoch is not None:
@@ -590,10 +626,8 @@ class Run:
         source = Path(os.fspath(path))
         if not source.is_file():
             raise InvalidArgumentError(f"path={str(source)!r}: not a file")
-        name = name or source.name
-        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            raise InvalidArgumentError(f"name={name!r}: expected a file name without '/'")
-        self._submit(("artifact", name, str(source)), source.stat().st_size)
+        name = _check_artifact_name(source.name if name is None else name)
+        self._submit([(("artifact", name, str(source)), source.stat().st_size)])
         return name
 
     def _update_latest(self, values: Mapping[str, Any]) -> None:
@@ -659,6 +693,12 @@ class Run:
         raise RunStateError(
             f"run {self.name} ({self.id}) is {self._record.status}; it cannot record any more "
             "(stepstore.init(..., resume=RUN_ID) continues it)"
+        )
+
+    def _steps_exhausted(self) -> NoReturn:
+        raise InvalidArgumentError(
+            f"run {self.id}: its next automatic step {self._step} is past the largest step "
+            f"{_MAX_STEP} (steps are signed 64-bit integers)"
         )
 
     def _writer_failed(self, writer: Writer | ArrayWriter | None = None) -> None:
@@ -913,6 +953,7 @@ def init(
                 f"resume={resume!r}: that run belongs to project {record.project!r}, "
                 f"not {project!r}"
             )
+        _refuse_live_writer(backend, record, record, 0)
         info = describe()
         backend.update_run(record.id, status="running", ended=None, heartbeat=time.time())
         record.status, record.pid, record.host = "running", info["pid"], info["host"]
@@ -958,6 +999,9 @@ def _join(
         raise InvalidArgumentError(
             f"rank {rank}: run {run_id} belongs to project {record.project!r}, not {project!r}"
         )
+    for row in backend.ranks(run_id):
+        if row.rank == rank:
+            _refuse_live_writer(backend, record, row, rank)
     info = describe()
     row = backend.join_rank(run_id, rank, info["host"], info["pid"])
     record.status = row.status
@@ -971,6 +1015,30 @@ def _join(
         rank=rank,
         journal_seq=row.journal_seq,
     )
+
+
+def _refuse_live_writer(
+    backend: Backend, run: RunRecord, writer: RunRecord | RankRecord, rank: int
+) -> None:
+    """Raise ``RunStateError`` if a live process records ``rank`` of ``run``: on this host,
+    one holding its journal; on another, one whose heartbeat is younger than ``stale_after``
+    (which is what a ``running`` status means once read)."""
+    journal = backend.journal_dir / journal_name(run.id, rank)
+    here = describe()["host"]
+    held = is_held(journal)
+    if held or (writer.status == "running" and writer.host != here):
+        where = f"process {writer.pid} on host {writer.host or '?'}"
+        age = (
+            ""
+            if writer.heartbeat is None
+            else f", last heartbeat {time.time() - writer.heartbeat:.0f} s ago"
+        )
+        of_rank = f" rank {rank}" if rank else ""
+        raise RunStateError(
+            f"run {run.name} ({run.id}){of_rank} is being recorded by {where}{age}; one "
+            "process records a run at a time (resume it once that process has finished or "
+            "died)"
+        )
 
 
 def _plain(params: dict[str, Any]) -> dict[str, Any]:

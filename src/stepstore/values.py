@@ -46,10 +46,11 @@ def _from_float(key: str, value: Any) -> float:
 
 
 def _from_numpy_scalar(key: str, value: Any) -> float:
-    if isinstance(value, np.integer):
+    kind = value.dtype.kind
+    if kind in "iu":
         return _from_int(key, int(value))
-    if isinstance(value, np.complexfloating):
-        raise _expected(key, value, "complex numbers are not scalars")
+    if kind not in "bf":  # complex, datetime64, timedelta64, void, ...
+        raise _expected(key, value, f"dtype {value.dtype} is not a real number")
     return float(value)
 
 

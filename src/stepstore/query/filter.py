@@ -718,7 +718,7 @@ class _Compiler:
                 alias = self._alias("s")
                 return (
                     f"EXISTS (SELECT 1 FROM series {alias} WHERE {alias}.run_id = r.id"
-                    f" AND {alias}.key = {self._param(key)}"
+                    f" AND {alias}.rank = 0 AND {alias}.key = {self._param(key)}"
                     f" AND {self._test(f'{alias}.{stat}', op, values)})"
                 )
             case Param(path):
