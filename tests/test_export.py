@@ -72,6 +72,7 @@ def record_sample(store: Path) -> Sample:
         params={"lr": 1e-3, "model": {"width": 64, "act": "relu"}, "odd": 0.1 + 0.2, "ids": [1, 2]},
         tags=["baseline", "cnn"],
         store=store,
+        allow_rewind=True,  # for the two points of one key at one step
         **FAST,
     )
     alpha.policy("grad/*", ss.every(2))

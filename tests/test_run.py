@@ -186,7 +186,8 @@ def test_step_going_backwards_raises_unless_allowed(new_run, store_path):
     run = new_run()
     run.log({"x": 1.0}, step=5)
     run.log({"y": 1.0}, step=1)  # another key keeps its own last step
-    run.log({"x": 2.0}, step=5)  # equal steps are allowed
+    with pytest.raises(ss.StepOrderError, match=r"key 'x': step 5 is at its last recorded step 5"):
+        run.log({"x": 2.0}, step=5)  # one value per key and step
     with pytest.raises(
         ss.StepOrderError,
         match=r"key 'x': step 4 is below its last recorded "

@@ -397,8 +397,15 @@ class Run:
                     seq,
                 )
                 accepted.append(state)
+            if deferred:
+                self._writer.defer(deferred)  # waits for room; raises before queuing any
             if arrays:
-                self._submit(arrays)
+                try:
+                    self._submit(arrays)
+                except BaseException:
+                    if deferred:
+                        self._writer.withdraw(deferred)
+                    raise
         except BaseException:  # a call that raises records none of its values
             if seq > self._seq:
                 self._journal.discard(self._seq + 1, seq + 1)
@@ -416,8 +423,6 @@ class Run:
                 for trigger in triggers:
                     if trigger in self._latest:
                         state.refs[trigger] = self._latest[trigger]
-        if deferred:
-            self._writer.deferred.extend(deferred)
         self._seq = cursor.written = seq
 
     def _new_key(self, key: str, value: Any, kind: str | None = None) -> KeyState:
@@ -459,8 +464,7 @@ class Run:
         writer = self._arrays()
         if writer.error is not None:
             self._writer_failed(writer)
-        for job, nbytes in jobs:
-            writer.submit(job, nbytes)
+        writer.submit(jobs)
 
     def _array_job(
         self, state: KeyState, value: Any, step: int, epoch: int, stamp: float
@@ -492,9 +496,7 @@ class Run:
     def _emit_scalar(self, key: str, step: int, epoch: int, stamp: float, value: float) -> None:
         """Record a scalar derived on a writer thread (tensor statistics)."""
         state = self._keys.get(key) or self._new_key(key, value, "scalar")
-        self._writer.deferred.append(
-            (2 * self._cursor.written + 1, state.id, step, epoch, stamp, value)
-        )
+        self._writer.defer([(2 * self._cursor.written + 1, state.id, step, epoch, stamp, value)])
 
     def reduce(
         self,

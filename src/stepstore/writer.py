@@ -2,14 +2,17 @@
 
 The training thread only appends to the journal (host scalars) or to a bounded in-memory
 queue (device scalars, resolved here so the training thread never waits for a device).
-The writer wakes every ``flush_interval`` seconds, when the journal is half full, or when
-asked to flush, and writes everything logged so far in one backend transaction, data
-before the journal position that says it is written. Errors are kept and re-raised on the
-caller's next call; nothing is removed from the journal until it is committed.
+The writer wakes every ``flush_interval`` seconds, when the journal or the device-value
+queue is half full, or when asked to flush, and writes everything logged so far in one
+backend transaction, data before the journal position that says it is written. Errors are
+kept and re-raised on the caller's next call; nothing is removed from the journal until it
+is committed. A caller that waits (``flush()``, ``stop()``, a full journal or queue) has a
+failed flush retried at once and raises only if an attempt made after it began fails too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -24,6 +27,10 @@ from .errors import RunStateError, WriterError
 from .journal import Journal
 from .series.chunk import Columns, EncodedChunk, decode
 from .series.tail import SeriesTail, Summary
+
+#: A device value waiting for the writer: (order, key id, step, epoch, time in s, value);
+#: order = 2 * journal seq + 1 places it after the host records logged before it.
+Deferred = tuple[int, int, int, int, float, Any]
 
 
 class Cursor:
@@ -140,15 +147,20 @@ class Writer:
         self.keys = keys
         self.flush_interval = flush_interval
         self.run_fields = run_fields
-        #: (order, key id, step, epoch, time, device value); order = 2 * journal seq + 1.
-        self.deferred: deque[tuple[int, int, int, int, float, Any]] = deque()
+        #: Device values waiting for the writer, in log order (filled by ``defer``).
+        self.deferred: deque[Deferred] = deque()
+        #: How many device values may wait, as many as the journal holds.
+        self.max_deferred = journal.capacity
         self.error: BaseException | None = None
         self.flushes = 0
         self.points = 0
         self.waits = 0
         self.wait_seconds = 0.0
         self._wake = threading.Event()
+        self._retry = threading.Event()  # a caller waits: skip the pause after a failure
         self._progress = threading.Condition()
+        self._attempts = 0  # flush attempts begun
+        self._failed_attempt = 0  # the attempt that raised ``error``
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="stepstore-writer", daemon=True)
 
@@ -168,14 +180,26 @@ class Writer:
                 break
             try:
                 self.flush_once()
-            except BaseException as exc:  # noqa: BLE001 - kept and re-raised on the caller
-                self.error = exc
-                with self._progress:
-                    self._progress.notify_all()
-                time.sleep(min(self.flush_interval, 1.0))
+            except BaseException:  # noqa: BLE001 - kept in ``error`` for the caller
+                self._retry.wait(min(self.flush_interval, 1.0))
+            self._retry.clear()
 
     def flush_once(self) -> None:
-        """Write everything logged so far; raises what the store raised."""
+        """Write everything logged so far; raises what the store raised (and keeps it in
+        ``error`` for the training thread)."""
+        with self._progress:
+            self._attempts += 1
+            attempt = self._attempts
+        try:
+            self._write()
+        except BaseException as exc:
+            with self._progress:
+                self.error = exc
+                self._failed_attempt = attempt
+                self._progress.notify_all()
+            raise
+
+    def _write(self) -> None:
         written = self.cursor.written
         committed = self.cursor.committed
         records = self.journal.read(committed + 1, written + 1)
@@ -200,13 +224,16 @@ class Writer:
             self._progress.notify_all()
 
     def wait_until(self, ready: Callable[[], bool], what: str) -> None:
-        """Wake the writer and block until ``ready()``; raise the writer's error if it fails."""
+        """Wake the writer and block until ``ready()``; raise the writer's error if a flush
+        attempted after this call began fails (an older failure is retried first)."""
         with self._progress:
+            since = self._attempts
             while not ready():
-                if self.error is not None:
+                if self.error is not None and self._failed_attempt > since:
                     raise WriterError(f"{what}: the writer failed: {self.error}") from self.error
                 if not self._thread.is_alive():
                     raise RunStateError(f"{what}: the writer is not running")
+                self._retry.set()
                 self._wake.set()
                 self._progress.wait(0.5)
 
@@ -231,10 +258,36 @@ class Writer:
     def _pending_deferred(self, target: int) -> bool:
         return bool(self.deferred) and self.deferred[0][0] <= 2 * target + 1
 
+    def defer(self, items: Sequence[Deferred]) -> None:
+        """Queue device values for the writer to resolve (the training thread never waits
+        for a device). Like the journal, the queue is bounded (``max_deferred``): the caller
+        waits while it is full (counted in ``waits``), wakes the writer once it is half full,
+        and gets ``WriterError`` when the writer keeps failing."""
+        if len(self.deferred) + len(items) > self.max_deferred and self.deferred:
+            start = time.perf_counter()
+            limit = self.max_deferred - len(items)
+            self.wait_until(
+                lambda: len(self.deferred) <= limit or not self.deferred,
+                "log() waiting for room for device values",
+            )
+            self.waits += 1
+            self.wait_seconds += time.perf_counter() - start
+        self.deferred.extend(items)
+        if len(self.deferred) > self.max_deferred // 2:
+            self._wake.set()
+
+    def withdraw(self, items: Sequence[Deferred]) -> None:
+        """Take back device values queued by a ``log()`` that then failed, those the writer
+        has not taken yet."""
+        for item in items:
+            with contextlib.suppress(ValueError):
+                self.deferred.remove(item)
+
     def stop(self) -> None:
         """Stop the thread after a last flush; raise if that flush fails."""
         self._stop = True
         self._wake.set()
+        self._retry.set()
         self._thread.join()
         self.flush_once()
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import numpy as np
 
+from ..errors import StoreError
 from .dtypes import storage_dtype
 from .index import ChunkIndex, Segment
 from .location import ArrayLocation
+from .paths import series_path
 from .zarr_v3 import STEPS_CHUNK, array_document, chunk_key, group_document
 
 RAW_CHUNK_BYTES = 64 << 20
@@ -35,17 +36,6 @@ def _compressor():  # type: ignore[no-untyped-def]
 
         _zstd = Zstd(level=1)
     return _zstd
-
-
-def run_root(run_id: str, rank: int = 0) -> str:
-    """Directory of a rank's arrays under the array root: ``RUN_ID`` for rank 0,
-    ``RUN_ID/@rankN`` for rank N (a quoted key never holds ``@``)."""
-    return run_id if rank == 0 else f"{run_id}/@rank{rank}"
-
-
-def series_path(run_id: str, key: str, rank: int = 0) -> str:
-    """Path of a series' Zarr group under the array root."""
-    return f"{run_root(run_id, rank)}/{quote(key, safe='')}"
 
 
 def _pays_to_compress(row: np.ndarray) -> bool:
@@ -121,11 +111,7 @@ class SegmentWriter:
         chunk = self._chunk
         data = np.ascontiguousarray(row, dtype=self.dtype)
         if self.in_place:
-            if chunk.fd is None:
-                chunk.fd = self.location.open_chunk(
-                    self._chunk_path(chunk.index), self.segment.chunk_steps * self.row_bytes
-                )
-            os.pwrite(chunk.fd, data.reshape(-1).view(np.uint8).data, chunk.rows * self.row_bytes)
+            self._write_in_place(chunk, data.reshape(-1).view(np.uint8).data)
         else:
             if chunk.buffer is None:
                 chunk.buffer = np.zeros((self.segment.chunk_steps, *self.row_shape), self.dtype)
@@ -137,6 +123,22 @@ class SegmentWriter:
         chunk.rows += 1
         chunk.dirty = True
         self.rows += 1
+
+    def _write_in_place(self, chunk: _OpenChunk, data: memoryview) -> None:
+        """Write a row into the open chunk file, going on after a short write, so a row is
+        never left half-written under the checksum of the whole row; raises ``OSError`` (a
+        full disk) or ``StoreError`` when nothing more can be written."""
+        if chunk.fd is None:
+            chunk.fd = self.location.open_chunk(
+                self._chunk_path(chunk.index), self.segment.chunk_steps * self.row_bytes
+            )
+        offset = chunk.rows * self.row_bytes
+        while data:
+            written = os.pwrite(chunk.fd, data, offset)
+            if written <= 0:
+                where = self.location.describe(self._chunk_path(chunk.index))
+                raise StoreError(f"{where}: no room for {len(data)} bytes at offset {offset}")
+            data, offset = data[written:], offset + written
 
     def _index(self, chunk: _OpenChunk, sealed: bool) -> ChunkIndex:
         return ChunkIndex(
@@ -230,6 +232,7 @@ class SeriesWriter:
         self.path = series_path(run_id, key, rank)
         self.segments: list[Segment] = list(existing[0])  # a resumed run adds segments
         self._writer: SegmentWriter | None = None
+        self._unannounced: Segment | None = None  # started, but no row is written in it yet
         self._closed: list[ChunkIndex] = []
         steps = np.concatenate(
             [np.empty(0, "<i8"), *(np.frombuffer(c.steps, "<i8") for c in existing[1])]
@@ -248,8 +251,14 @@ class SeriesWriter:
         self, step: int, epoch: int, time_us: int, row: np.ndarray, dtype: str
     ) -> Segment | None:
         """Write one step of ``dtype``; returns the new segment when the shape or the dtype
-        changed (or on the first), so every tensor is stored exactly as logged."""
-        started = None
+        changed (or on the first), so every tensor is stored exactly as logged.
+
+        A call that raises (a full disk) has counted nothing and announced no segment, so
+        repeating it writes the row once, at the row it would have had."""
+        if len(self._steps_chunk) == STEPS_CHUNK:
+            if self._steps_dirty:
+                self._write_steps()
+            self._steps_chunk = []
         writer = self._writer
         if writer is None or writer.row_shape != row.shape or writer.segment.dtype != dtype:
             if writer is not None:
@@ -263,15 +272,13 @@ class SeriesWriter:
                 dtype,
                 self._rows,
             )
-            started = self._writer.segment
-            self.segments.append(started)
+            self.segments.append(writer.segment)
+            self._unannounced = writer.segment
         writer.append(step, epoch, time_us, row)
         self._rows += 1
         self._steps_chunk.append(step)
         self._steps_dirty = True
-        if len(self._steps_chunk) == STEPS_CHUNK:
-            self._write_steps()
-            self._steps_chunk = []
+        started, self._unannounced = self._unannounced, None
         return started
 
     def _write_steps(self) -> None:
@@ -286,17 +293,17 @@ class SeriesWriter:
         self._steps_dirty = False
 
     def flush(self, durable: bool) -> list[ChunkIndex]:
-        """Index updates since the last flush; writes the steps array and metadata."""
-        pending, self._closed = self._closed, []
-        if self._writer is not None:
-            pending.extend(self._writer.flush(durable))
+        """Index updates since the last flush; writes the steps array and metadata. A call
+        that raises keeps its updates for the next one."""
         if self._steps_dirty and self._steps_chunk:
             self._write_steps()
+        if self._writer is not None:
+            self._closed.extend(self._writer.flush(durable))
+        pending, self._closed = self._closed, []
         return pending
 
     def close(self) -> list[ChunkIndex]:
         """Flush durably and close the open chunk."""
-        pending = self.flush(durable=True)
         if self._writer is not None:
-            pending.extend(self._writer.close())
-        return pending
+            self._closed.extend(self._writer.close())
+        return self.flush(durable=True)

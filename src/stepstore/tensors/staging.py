@@ -7,6 +7,7 @@ recorded, which the writer thread waits on. Nothing here synchronises the device
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from typing import Any, NamedTuple
 
@@ -32,12 +33,18 @@ def is_array(value: Any) -> bool:
 
 class StagingPool:
     """Reusable host buffers per (shape, dtype), up to ``max_bytes`` kept, so steady-state
-    capture allocates (and page-faults) nothing."""
+    capture allocates (and page-faults) nothing.
+
+    The training thread takes buffers and the writer gives them back once the data they
+    hold is written, never before (a job retried after a failure reads its buffer again).
+    The most recently given buffer is taken first: it is the likeliest to be in cache.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self._free: dict[tuple[Any, ...], deque[Any]] = {}
         self._max_bytes = max_bytes
         self._kept_bytes = 0
+        self._lock = threading.Lock()  # both threads update the count
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A host buffer of this shape and dtype (its contents are garbage)."""
@@ -55,14 +62,13 @@ class StagingPool:
 
     def _reuse(self, slot: tuple[Any, ...]) -> Any:
         """A kept buffer for ``slot``, or None."""
-        free = self._free.get(slot)
-        try:
-            buffer = free.pop() if free else None
-        except IndexError:  # another thread took the last one
-            return None
-        if buffer is not None:
+        with self._lock:
+            free = self._free.get(slot)
+            if not free:
+                return None
+            buffer = free.pop()
             self._kept_bytes -= buffer.nbytes
-        return buffer
+            return buffer
 
     def give(self, buffer: Any) -> None:
         """Return a buffer once the writer is done with it."""
@@ -70,17 +76,35 @@ class StagingPool:
             slot: tuple[Any, ...] = (buffer.shape, buffer.dtype.str)
         else:
             slot = (tuple(buffer.shape), str(buffer.dtype), "pinned")
-        if self._kept_bytes + buffer.nbytes <= self._max_bytes:
-            self._kept_bytes += buffer.nbytes
-            self._free.setdefault(slot, deque()).append(buffer)
+        with self._lock:
+            if self._kept_bytes + buffer.nbytes <= self._max_bytes:
+                self._kept_bytes += buffer.nbytes
+                self._free.setdefault(slot, deque()).append(buffer)
+
+
+#: NumPy/torch dtype -> (stepstore dtype name, NumPy storage dtype), learnt on first use:
+#: NumPy's ``dtype.name`` and ``np.dtype(str)`` are Python code that, run cold at every
+#: step, cost a measurable share of ``log()``.
+_DTYPES: dict[Any, tuple[str, np.dtype]] = {}
+
+
+def _dtypes(dtype: Any, key: str) -> tuple[str, np.dtype]:
+    """The stepstore name and storage dtype of ``dtype``; raises for unsupported ones."""
+    known = _DTYPES.get(dtype)
+    if known is None:
+        name = dtype_name(dtype, key)
+        known = _DTYPES[dtype] = (name, storage_dtype(name))
+    return known
 
 
 def stage(key: str, value: Any, pool: StagingPool) -> Staged:
     """Copy a tensor for the writer; raises ``InvalidValueError`` for unsupported values."""
+    if type(value) is np.ndarray:
+        return _stage_host(key, value, *_dtypes(value.dtype, key), pool)
     module = type(value).__module__ or ""
     if module.startswith("torch"):
         tensor = value.detach()
-        name = dtype_name(tensor.dtype, key)
+        name, storage = _dtypes(tensor.dtype, key)
         if str(tensor.layout) != "torch.strided" or tensor.device.type == "meta":
             raise InvalidValueError(
                 f"key {key!r}: cannot record a {str(tensor.layout).removeprefix('torch.')} "
@@ -100,18 +124,23 @@ def stage(key: str, value: Any, pool: StagingPool) -> Staged:
             import torch
 
             tensor = tensor.view(torch.int16)
-        source = tensor.numpy()
-    else:
-        try:
-            source = np.asarray(value)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise InvalidValueError(
-                f"key {key!r}: cannot read {type(value).__name__} as an array ({exc})"
-            ) from None
-        name = dtype_name(source.dtype, key)
-        if name == "bfloat16":
-            source = source.view(np.uint16)
-    buffer = pool.take(source.shape, storage_dtype(name))
+        return _stage_host(key, tensor.numpy(), name, storage, pool)
+    try:
+        source = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidValueError(
+            f"key {key!r}: cannot read {type(value).__name__} as an array ({exc})"
+        ) from None
+    return _stage_host(key, source, *_dtypes(source.dtype, key), pool)
+
+
+def _stage_host(
+    key: str, source: np.ndarray, name: str, storage: np.dtype, pool: StagingPool
+) -> Staged:
+    """Copy a host array into a pool buffer of its storage dtype."""
+    if name == "bfloat16":
+        source = source.view(np.uint16)
+    buffer = pool.take(source.shape, storage)
     try:
         np.copyto(buffer, source, casting="unsafe")
     except (TypeError, ValueError) as exc:

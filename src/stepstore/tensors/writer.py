@@ -1,8 +1,17 @@
 """The array writer thread: tensors, images, records and artifacts, off the training thread.
 
-Jobs arrive on a queue bounded in bytes (the caller waits when it is full, and waits are
-counted); the thread writes array data first and commits the index rows that point at it
-every ``flush_interval`` seconds, on ``flush()`` and at the end.
+Jobs arrive on a queue bounded in bytes and in time (the caller waits while it holds more
+than ``max_bytes``, or more work than the thread does in a quarter of ``flush_interval``,
+going by what recent jobs of the same key took; waits are counted). The thread writes array
+data first and commits the index rows that point at it every half ``flush_interval`` while
+there is something to commit, on ``flush()`` and at the end. A job is thus in the store
+within about three quarters of ``flush_interval`` (plus one commit) of its ``log()``
+returning, the durability the API promises for tensors, images and records.
+
+A job that fails (a full disk, a store that does not answer) stays at the head of the queue,
+owning its staged buffer, and is retried, so a value is stored exactly once, as logged. The
+error is kept for the caller: ``flush()`` and ``stop()`` first have the job retried and raise
+only when an attempt made after they were called fails too.
 """
 
 from __future__ import annotations
@@ -12,8 +21,8 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -21,12 +30,24 @@ from ..backends.base import ArrayBatch, ArtifactRow, Backend, ImageRow, RecordRo
 from ..errors import RunStateError, WriterError
 from .images import encode_png
 from .location import ArrayLocation
+from .paths import artifact_path, series_path
 from .reduce import Reduction, histogram, stats
-from .sink import SeriesWriter, run_root, series_path
+from .sink import SeriesWriter
 from .staging import StagingPool, host_array
 
 #: Called with (key, step, epoch, time in s, value) to record a derived scalar.
 EmitScalar = Callable[[str, int, int, float, float], None]
+
+
+class _Queued(NamedTuple):
+    """A job on the queue: what to do, the bytes it holds, the seconds it should take, when
+    it was queued (``time.perf_counter()``) and how long it should then wait to be done."""
+
+    job: tuple[Any, ...]
+    nbytes: int
+    cost: float
+    since: float
+    expected: float
 
 
 class ArrayWriter:
@@ -60,11 +81,22 @@ class ArrayWriter:
         self.waits = 0
         self.wait_seconds = 0.0
         self.bytes_written = 0
-        self._jobs: deque[tuple[Any, ...]] = deque()
+        self._max_lag = flush_interval / 4  # seconds of queued work that make log() wait
+        self._commit_every = flush_interval / 2
+        self._jobs: deque[_Queued] = deque()
         self._queued_bytes = 0
+        self._queued_cost = 0.0
+        self._slowdown = 1.0  # how much longer jobs wait than their costs say (moving average)
+        self._costs: dict[str, float] = {}  # seconds a job of each key takes (moving average)
         self._submitted = 0
         self._done = 0
         self._committed = 0
+        self._next_commit = time.monotonic()  # the earliest time the next commit may start
+        self._busy_since = time.perf_counter()  # when the thread's current work began
+        self._parts: set[str] = set()  # rows of the current job already written
+        self._attempts = 0  # work attempts the thread has begun
+        self._failed_attempt = 0  # the attempt that raised ``error``
+        self._retry = False  # a caller waits for a retry: skip the pause after a failure
         self._series: dict[str, SeriesWriter] = {}
         self._series_ids: dict[str, int] = {}
         self._samples: dict[str, np.ndarray] = {}
@@ -77,36 +109,61 @@ class ArrayWriter:
 
     # -- training thread ----------------------------------------------------------------
 
-    def submit(self, job: tuple[Any, ...], nbytes: int) -> None:
-        """Queue a job; waits while the queue holds more than ``max_bytes``."""
+    def submit(self, jobs: Sequence[tuple[tuple[Any, ...], int]]) -> None:
+        """Queue the jobs of one call, each with its size in bytes, all or none; waits while
+        the queue is full (``max_bytes``) or lags behind.
+
+        Raises ``WriterError`` when the writer fails while the caller waits (and then
+        queues nothing)."""
+        costs = [self._costs.get(job[1], self._max_lag) for job, _ in jobs]  # unknown: drain
+        nbytes, cost = sum(size for _, size in jobs), sum(costs)
         with self._cv:
-            if self._queued_bytes and self._queued_bytes + nbytes > self.max_bytes:
+            if self._full(nbytes, cost):
                 start = time.perf_counter()
-                while self._queued_bytes and self._queued_bytes + nbytes > self.max_bytes:
-                    self._raise_if_failed("log() waiting for the array writer")
+                since = self._attempts
+                while self._full(nbytes, cost):
+                    self._raise_if_failed("log() waiting for the array writer", since)
                     self._cv.wait(0.5)
                 self.waits += 1
                 self.wait_seconds += time.perf_counter() - start
-            self._jobs.append((*job, nbytes))
-            self._queued_bytes += nbytes
-            self._submitted += 1
-            if len(self._jobs) == 1:  # a busy writer needs no wake-up
+            was_idle = not self._jobs
+            for (job, size), job_cost in zip(jobs, costs, strict=True):
+                expected = self._queued_cost + job_cost
+                self._jobs.append(_Queued(job, size, job_cost, time.perf_counter(), expected))
+                self._queued_bytes += size
+                self._queued_cost += job_cost
+                self._submitted += 1
+            if was_idle:  # a busy writer needs no wake-up
                 self._cv.notify_all()
 
-    def _raise_if_failed(self, what: str) -> None:
-        if self.error is not None:
+    def _full(self, nbytes: int, cost: float) -> bool:
+        """Whether a job of ``nbytes`` taking ``cost`` seconds must wait: the queue would
+        exceed ``max_bytes``, or hold more work than keeps the durability bound."""
+        return bool(self._jobs) and (
+            self._queued_bytes + nbytes > self.max_bytes
+            or (self._queued_cost + cost) * self._slowdown > self._max_lag
+        )
+
+    def _raise_if_failed(self, what: str, since: int) -> None:
+        """Raise the writer's error if an attempt begun after attempt ``since`` failed."""
+        if self.error is not None and self._failed_attempt > since:
             raise WriterError(f"{what}: the array writer failed: {self.error}") from self.error
         if not self._thread.is_alive():
             raise RunStateError(f"{what}: the array writer is not running")
 
     def flush(self) -> None:
-        """Block until every job submitted so far is written and committed."""
+        """Block until every job submitted so far is written and committed.
+
+        A writer that failed before this call retries at once; raises ``WriterError`` only
+        if an attempt made after the call began fails."""
         with self._cv:
             target = self._submitted
-            self._flush_wanted = True
-            self._cv.notify_all()
+            since = self._attempts
+            self._retry = True
             while self._committed < target:
-                self._raise_if_failed("flush()")
+                self._raise_if_failed("flush()", since)
+                self._flush_wanted = True  # again after a commit that missed this call's jobs
+                self._cv.notify_all()
                 self._cv.wait(0.5)
 
     def stop(self) -> None:
@@ -123,55 +180,97 @@ class ArrayWriter:
     # -- writer thread ------------------------------------------------------------------
 
     def _loop(self) -> None:
-        next_commit = time.monotonic() + self.flush_interval
         while True:
             with self._cv:
-                while not (self._jobs or self._stop or self._flush_wanted):
-                    remaining = next_commit - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cv.wait(remaining)
+                while not (self._jobs or self._stop or self._flush_wanted or self._commit_due()):
+                    self._cv.wait(self._until_commit_due())
+                    self._busy_since = time.perf_counter()
                 if self._stop and not self._jobs:
                     return
-                job = self._jobs.popleft() if self._jobs else None
+                queued = self._jobs.popleft() if self._jobs else None
+                self._attempts += 1
+                attempt = self._attempts
             try:
-                if job is not None:
-                    try:
-                        self._handle(job)
-                    except BaseException:
-                        with self._cv:
-                            self._jobs.appendleft(job)  # kept for the retry
-                        raise
-                    with self._cv:
-                        self._queued_bytes -= job[-1]
-                        self._done += 1
-                        self._cv.notify_all()
-                # commit on the interval, or once the queue is empty when a flush is wanted;
-                # never after every job (re-encoding an open zstd chunk each time)
-                due = time.monotonic() >= next_commit
-                if due or (self._flush_wanted and not self._jobs):
+                if queued is not None:
+                    self._work(queued)
+                    queued = None  # written: a commit that fails must not queue it again
+                if self._commit_due() or (self._flush_wanted and not self._jobs):
                     self._flush_wanted = False
                     self._flush_series(durable=self.fsync)
-                    next_commit = time.monotonic() + self.flush_interval
             except BaseException as exc:  # noqa: BLE001 - kept and raised on the caller
-                with self._cv:
-                    self.error = exc
-                    self._cv.notify_all()
-                time.sleep(min(self.flush_interval, 1.0))  # then retry: nothing is dropped
+                self._failed(exc, attempt, queued)
                 continue
-            if self.error is not None:
+            if self.error is not None or self._retry:
                 with self._cv:
                     self.error = None
+                    self._retry = False
                     self._cv.notify_all()
 
+    def _commit_due(self) -> bool:
+        wait = self._until_commit_due()
+        return wait is not None and wait <= 0
+
+    def _until_commit_due(self) -> float | None:
+        """Seconds until a commit is due (None: nothing to commit, wait to be woken)."""
+        if self._done == self._committed:
+            return None
+        return self._next_commit - time.monotonic()
+
+    def _work(self, queued: _Queued) -> None:
+        """Write one job's data; its index rows wait for the next commit, which is due every
+        half ``flush_interval`` or when a flush waits for an empty queue, never after every
+        job (re-encoding an open zstd chunk each time)."""
+        self._handle(queued.job)
+        self._parts.clear()
+        self._done_with(queued)
+
+    def _done_with(self, queued: _Queued) -> None:
+        """Count a finished job and learn how long jobs of its key take (the time since the
+        thread finished what it did before: a job, a commit, or waiting) and how much
+        longer jobs wait than those costs say (the training thread competing for the
+        cores and the GIL, commits)."""
+        key = queued.job[1]
+        now = time.perf_counter()
+        seconds, self._busy_since = now - self._busy_since, now
+        waited = min(max((now - queued.since) / max(queued.expected, 1e-6), 0.5), 50.0)
+        with self._cv:
+            old = self._costs.get(key)
+            self._costs[key] = seconds if old is None else old + (seconds - old) / 4
+            self._slowdown += (waited - self._slowdown) / 16
+            self._queued_bytes -= queued.nbytes
+            self._queued_cost = self._queued_cost - queued.cost if self._jobs else 0.0
+            self._done += 1
+            self._cv.notify_all()
+
+    def _failed(self, exc: BaseException, attempt: int, queued: _Queued | None) -> None:
+        """Keep the error for the callers and the job for a retry, then pause (up to a
+        second) unless a caller waits for the retry."""
+        with self._cv:
+            if queued is not None:
+                self._jobs.appendleft(queued)
+            self.error = exc
+            self._failed_attempt = attempt
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._retry or self._stop, min(self.flush_interval, 1.0))
+            self._retry = False
+        self._busy_since = time.perf_counter()
+
     def _flush_series(self, durable: bool) -> None:
+        """Commit the index rows of every job done so far. Commits start every half
+        ``flush_interval`` (a job then waits for at most that and one commit), but leave at
+        least a quarter of it to the jobs when a commit is slow."""
+        started = time.monotonic()
         for series in self._series.values():
             self._batch.chunks.extend(series.flush(durable))
         done = self._done
         self._commit()
         with self._cv:
             self._committed = done
+            self._next_commit = max(
+                started + self._commit_every, time.monotonic() + self._commit_every / 2
+            )
             self._cv.notify_all()
+        self._busy_since = time.perf_counter()
 
     def _commit(self) -> None:
         if self._batch:
@@ -189,22 +288,20 @@ class ArrayWriter:
     def _handle(self, job: tuple[Any, ...]) -> None:
         kind = job[0]
         if kind == "tensor":
-            _, key, step, epoch, stamp, staged, reduction, _ = job
-            try:
-                self._tensor(key, step, epoch, stamp, host_array(staged), staged.dtype, reduction)
-            finally:
-                self.pool.give(staged.array)
+            _, key, step, epoch, stamp, staged, reduction = job
+            self._tensor(key, step, epoch, stamp, host_array(staged), staged.dtype, reduction)
+            self.pool.give(staged.array)  # only now: a retry reads it again
         elif kind == "record":
-            _, key, step, epoch, stamp, data, _ = job
+            _, key, step, epoch, stamp, data = job
             self._batch.records.append(
                 RecordRow(self._series_id(key, "record"), step, epoch, round(stamp * 1e6), data)
             )
         elif kind == "image":
-            _, key, step, epoch, stamp, images, _ = job
+            _, key, step, epoch, stamp, images = job
             self._images(key, step, epoch, stamp, images)
         elif kind == "artifact":
-            _, name, source, _ = job
-            path = f"{run_root(self.run_id, self.rank)}/artifacts/{name}"
+            _, name, source = job
+            path = artifact_path(self.run_id, name, self.rank)
             with open(source, "rb") as handle:
                 data = handle.read()
             self.location.write(path, data)
@@ -232,7 +329,7 @@ class ArrayWriter:
     ) -> None:
         if reduction.how == "stats":
             for name, value in stats(array).items():
-                self.emit_scalar(f"{key}/{name}", step, epoch, stamp, value)
+                self._scalar(f"{key}/{name}", step, epoch, stamp, value)
             return
         if reduction.how == "histogram":
             counts, edges = histogram(array, reduction.bins)
@@ -245,10 +342,10 @@ class ArrayWriter:
                 rng = np.random.default_rng()
                 count = min(reduction.sample, array.size)
                 chosen = np.sort(rng.choice(array.size, size=count, replace=False))
-                self._samples[key] = chosen
                 self._row(
                     f"{key}/sample_index", step, epoch, stamp, chosen.astype(np.int64), "int64"
                 )
+                self._samples[key] = chosen
             array = array.reshape(-1)[chosen]
         if reduction.dtype == "float16" and dtype in ("float32", "float64", "bfloat16"):
             if dtype == "bfloat16":
@@ -257,9 +354,19 @@ class ArrayWriter:
             array, dtype = array.astype(np.float16), "float16"
         self._row(key, step, epoch, stamp, array, dtype)
 
+    def _scalar(self, key: str, step: int, epoch: int, stamp: float, value: float) -> None:
+        """Emit a derived scalar once per job, however often the job is retried."""
+        if key not in self._parts:
+            self.emit_scalar(key, step, epoch, stamp, value)
+            self._parts.add(key)
+
     def _row(
         self, key: str, step: int, epoch: int, stamp: float, array: np.ndarray, dtype: str
     ) -> None:
+        """Append a row to the tensor series ``key``, once per job, however often the job is
+        retried (a histogram writes two rows; the second may fail)."""
+        if key in self._parts:
+            return
         series = self._series.get(key)
         if series is None:
             series_id = self._series_id(key, "tensor")
@@ -276,6 +383,7 @@ class ArrayWriter:
         if started is not None:
             self._batch.segments.append(started)
         self.bytes_written += array.nbytes
+        self._parts.add(key)
 
     def _images(
         self,
@@ -288,11 +396,12 @@ class ArrayWriter:
         import zlib
 
         series_id = self._series_id(key, "image")
+        rows = []
         for position, (pixels, caption) in enumerate(images):
             png = encode_png(pixels)
             path = f"{series_path(self.run_id, key, self.rank)}/{step}-{position}.png"
-            self.location.write(path, png)
-            self._batch.images.append(
+            self.location.write(path, png)  # a retry rewrites it whole
+            rows.append(
                 ImageRow(
                     series_id,
                     step,
@@ -305,7 +414,8 @@ class ArrayWriter:
                     zlib.crc32(png),
                 )
             )
-            self.bytes_written += len(png)
+        self._batch.images.extend(rows)
+        self.bytes_written += sum(row.size for row in rows)
 
 
 def record_json(key: str, record: dict[str, Any]) -> str:
