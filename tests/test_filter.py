@@ -147,7 +147,8 @@ CREATE TABLE runs (id TEXT PRIMARY KEY, project TEXT, name TEXT, status TEXT, cr
 CREATE TABLE run_params (run_id TEXT, path TEXT, num REAL, str TEXT);
 CREATE TABLE run_tags (run_id TEXT, tag TEXT);
 CREATE TABLE series (
-    id INTEGER PRIMARY KEY, run_id TEXT, key TEXT, count INTEGER, min REAL, max REAL, last REAL
+    id INTEGER PRIMARY KEY, run_id TEXT, key TEXT, "rank" INTEGER NOT NULL DEFAULT 0,
+    count INTEGER, min REAL, max REAL, last REAL
 );
 """
 

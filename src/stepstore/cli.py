@@ -219,9 +219,20 @@ def export_command(
 @click.option("--to", "target", required=True, metavar="URI", help="Store to copy into.")
 @click.option("--where", metavar="EXPR", help="Only the runs matching this filter.")
 @click.option("--project", metavar="P", help="Only runs of this project.")
+@click.option(
+    "--array-store",
+    metavar="URL",
+    help="Where copied runs' tensors, images and artifacts go (a path or fsspec URL such "
+    "as s3://bucket/prefix); the target's own by default.",
+)
 @_json_option
 def copy_command(
-    source: str, target: str, where: str | None, project: str | None, as_json: bool
+    source: str,
+    target: str,
+    where: str | None,
+    project: str | None,
+    array_store: str | None,
+    as_json: bool,
 ) -> None:
     """Copy runs between stores (idempotent: up-to-date runs are skipped).
 
@@ -230,7 +241,7 @@ def copy_command(
     from .backends import open_backend
 
     with open_store(source) as src, Store(open_backend(target, create=True)) as dst:
-        results = copy_runs(src, dst, where=where, project=project)
+        results = copy_runs(src, dst, where=where, project=project, array_store=array_store)
     if as_json:
         _echo_json([dataclasses.asdict(r) for r in results])
         return

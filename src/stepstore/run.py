@@ -8,6 +8,7 @@ policy and appends to the journal; see ``writer.py`` for the rest.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401 - see _register_atexit below
 import contextlib
 import fnmatch
 import hashlib
@@ -295,6 +296,8 @@ class Run:
         epoch: int | None = None,
         when: Policy | None = None,
         advance: bool = True,
+        *,
+        repeat: bool = False,
     ) -> None:
         """Record values at a step.
 
@@ -306,6 +309,8 @@ class Run:
             when: A capture policy for this call, overriding the keys' bound policies.
             advance: Whether an explicit ``step`` moves the run's next automatic step on
                 (integrations that record beside the training loop pass False).
+            repeat: Let a key take another value at its last step (a key takes one value per
+                step otherwise; integrations recording every forward of a step pass True).
 
         Host numbers survive the death of the process once this returns; device scalars
         are resolved by the writer, never on this thread. Raises ``InvalidValueError``,
@@ -360,7 +365,11 @@ class Run:
                 state = keys.get(key)
                 if state is None:
                     state = self._new_key(key, value)
-                if step <= state.last_step and not self._allow_rewind:
+                if (
+                    step <= state.last_step
+                    and not self._allow_rewind
+                    and not (repeat and step == state.last_step)
+                ):
                     _step_order_error(key, step, state.last_step)
                 check = state.check if check_for is None else check_for
                 if check is not None and not check(step, epoch, state):
@@ -844,6 +853,8 @@ class IdleRun(Run):
         epoch: int | None = None,
         when: Policy | None = None,
         advance: bool = True,
+        *,
+        repeat: bool = False,
     ) -> None:
         """Does nothing on this rank."""
 
@@ -1102,4 +1113,7 @@ def _detach_in_child() -> None:
 
 
 atexit.register(_finish_at_exit)
+# Also before concurrent.futures shuts its executors down (fsspec object stores need them):
+# its hook is registered when it is imported, and these hooks run last-registered first.
+threading._register_atexit(_finish_at_exit)  # type: ignore[attr-defined]
 os.register_at_fork(after_in_child=_detach_in_child)

@@ -146,3 +146,17 @@ def test_bad_artifact_names_are_refused_and_the_run_goes_on(
     np.testing.assert_array_equal(view.tensor("w")[0:2], [np.arange(4.0), np.arange(4.0) + 1])
     assert list(view.artifacts()) == ["Model.PT"]
     assert view.artifact("Model.PT") == b"weights"
+
+
+def test_repeat_lets_a_key_take_more_values_at_its_last_step_only(
+    new_run, store_path: Path
+) -> None:
+    run = new_run()
+    run.log({"act": np.zeros(2)}, step=3)
+    run.log({"act": np.ones(2)}, step=3, repeat=True)  # a second forward of step 3
+    with pytest.raises(ss.StepOrderError, match=r"step 2 is below its last recorded step 3"):
+        run.log({"act": np.ones(2)}, step=2, repeat=True)
+    run.finish()
+    series = ss.open(store_path).run(run.id).tensor("act")
+    assert series.steps.tolist() == [3, 3]
+    np.testing.assert_array_equal(series.at(3), np.ones(2))

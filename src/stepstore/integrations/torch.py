@@ -163,7 +163,7 @@ class Watch:
             self._armed = []
 
     def _record(self, values: dict[str, torch.Tensor], step: int) -> None:
-        self._run.log(values, step=step, advance=False)
+        self._run.log(values, step=step, advance=False, repeat=True)
 
     def _record_output(self, key: str, output: Any, step: int) -> None:
         if isinstance(output, torch.Tensor):

@@ -4,7 +4,9 @@ Copying is idempotent: a run already in the target with the same journal positio
 statuses (its own and each rank's) is skipped; otherwise its chunks, summaries and array
 index rows are written again (they replace themselves), records only if the target has
 none for that key, and its array files (tensors, images, artifacts; every rank's) are
-copied into the target's array store.
+copied into the target's array store: the one given as ``array_store=`` (a path or fsspec
+URL such as ``s3://bucket/prefix``, then recorded with the copied run), else the target's
+default; a run copied before keeps the array store it was copied into.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..errors import InvalidArgumentError, NotFoundError
 from ..query.views import RunView, Store
 from ..series import chunk as codec
 from ..tensors.location import ArrayLocation
+from ..tensors.paths import run_root
 
 
 @dataclass(frozen=True)
@@ -32,13 +35,16 @@ class CopyResult:
 
 
 def _copy_arrays(run_id: str, source: ArrayLocation, target: ArrayLocation) -> None:
-    """Copy the array files of a run (``RUN_ID/...``) between two array locations."""
+    """Copy the array files of a run (its folder, every rank's) between two locations."""
+    root = run_root(run_id)
     if source.local and target.local:
-        tree = source.local_path(run_id)
-        if tree.is_dir() and tree.resolve() != target.local_path(run_id).resolve():
-            shutil.copytree(tree, target.local_path(run_id), dirs_exist_ok=True)
+        tree = source.local_path(root)
+        if tree.is_dir() and tree.resolve() != target.local_path(root).resolve():
+            shutil.copytree(tree, target.local_path(root), dirs_exist_ok=True)
         return
-    for path in source.list(run_id):
+    if source.url.rstrip("/") == target.url.rstrip("/"):
+        return  # both stores share one object store: the files are already there
+    for path in source.list(root):
         target.write(path, source.read(path))
 
 
@@ -46,8 +52,11 @@ def _location(backend: Backend, record: RunRecord) -> ArrayLocation:
     return ArrayLocation(record.array_store or backend.default_array_store)
 
 
-def copy_run(view: RunView, source: Backend, target: Backend) -> CopyResult:
-    """Copy one run from ``source`` into ``target``; see the module docstring."""
+def copy_run(
+    view: RunView, source: Backend, target: Backend, array_store: str | None = None
+) -> CopyResult:
+    """Copy one run from ``source`` into ``target`` (its arrays into ``array_store``, when
+    given and the run is new there); see the module docstring."""
     record = source.get_run(view.id)
     try:
         existing: RunRecord | None = target.get_run(record.id)
@@ -56,8 +65,9 @@ def copy_run(view: RunView, source: Backend, target: Backend) -> CopyResult:
     if existing is not None and _positions(existing, target) == _positions(record, source):
         return CopyResult(record.id, record.name, "skipped", 0)
     if existing is None:
-        target.create_run(dataclasses.replace(record, array_store=None))
-    _copy_arrays(record.id, _location(source, record), ArrayLocation(target.default_array_store))
+        existing = dataclasses.replace(record, array_store=array_store)
+        target.create_run(existing)
+    _copy_arrays(record.id, _location(source, record), _location(target, existing))
     points = 0
     target_series = {(s.key, s.rank): s for s in target.series(record.id, None)}
     for series in source.series(record.id, None):
@@ -112,9 +122,19 @@ def _positions(record: RunRecord, backend: Backend) -> list[tuple[int, int, str]
 
 
 def copy_runs(
-    source: Store, target: Store, where: str | None = None, project: str | None = None
+    source: Store,
+    target: Store,
+    where: str | None = None,
+    project: str | None = None,
+    array_store: str | os.PathLike[str] | None = None,
 ) -> list[CopyResult]:
-    """Copy the runs of ``source`` matching ``where``/``project`` into ``target``."""
+    """Copy the runs of ``source`` matching ``where``/``project`` into ``target``; the
+    arrays of runs new there go to ``array_store`` (a path or fsspec URL) when given, else
+    to the target's default array store."""
     if os.path.realpath(source.uri) == os.path.realpath(target.uri):
         raise InvalidArgumentError(f"copy: source and target are the same store {source.uri}")
-    return [copy_run(view, source.backend, target.backend) for view in source.runs(where, project)]
+    arrays = None if array_store is None else os.fspath(array_store)
+    return [
+        copy_run(view, source.backend, target.backend, arrays)
+        for view in source.runs(where, project)
+    ]

@@ -1,24 +1,45 @@
 """Where bulky arrays live: a local directory (default) or any fsspec URL.
 
 Local files get incremental writes (``pwrite`` of one step's row into a pre-sized chunk
-file); object stores get whole-object writes. Writes of whole objects are atomic on local
-disks (a temporary file renamed into place).
+file); object stores get whole-object writes. Writes of whole objects are atomic: on local
+disks a temporary file is renamed into place, on object stores one ``PUT`` replaces the
+object (readers see the old or the new bytes, never a mix).
+
+The filesystem of a URL is configured the way fsspec configures it: for ``s3://`` (s3fs),
+the endpoint, credentials and region come from the AWS environment (``AWS_ENDPOINT_URL_S3``
+or ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_DEFAULT_REGION``, ``~/.aws``) or from fsspec's configuration
+(``FSSPEC_S3_ENDPOINT_URL``, ``FSSPEC_S3='{"endpoint_url": ..., "key": ..., ...}'``,
+``~/.config/fsspec/s3.json``), so the URL recorded with a run names only the bucket and
+prefix, never a secret, and every reader configured alike finds the arrays.
+
+Errors: an object that does not exist raises :class:`~stepstore.errors.StoreError` (the
+store is damaged); any other failure of an object store (a server that does not answer, a
+refused credential, botocore's and aiohttp's errors) raises a ``ConnectionError`` naming the
+object: nothing can be said about the object then, so the writers retry and a repair must
+not take it for damage.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InvalidArgumentError, StoreError
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
+_T = TypeVar("_T")
+#: Seconds a write of one object to an object store may take, plus one per MiB, before it
+#: is abandoned with ``ConnectionError``: botocore waits without end for the ``100 Continue``
+#: of a ``PUT`` when the network swallows every packet.
+WRITE_TIMEOUT = 60.0
 
 
 class ArrayLocation:
-    """A root for array files: a local path or an fsspec URL such as ``memory://x``."""
+    """A root for array files: a local path or an fsspec URL such as ``s3://bucket/prefix``."""
 
     def __init__(self, url: str | os.PathLike[str]) -> None:
         text = os.fspath(url)
@@ -29,13 +50,7 @@ class ArrayLocation:
             self.root = Path(match.group(2) if match else text).expanduser()
             self._fs: Any = None
         else:
-            try:
-                import fsspec
-            except ImportError:
-                raise InvalidArgumentError(
-                    f"array_store={text!r} needs fsspec: pip install fsspec"
-                ) from None
-            self._fs, self._base = fsspec.core.url_to_fs(text)
+            self._fs, self._base = _filesystem(text)
 
     def _local(self, path: str) -> Path:
         return self.root / path
@@ -43,17 +58,36 @@ class ArrayLocation:
     def _remote(self, path: str) -> str:
         return f"{self._base.rstrip('/')}/{path}"
 
+    def _call(self, what: str, path: str, call: Callable[..., _T], *args: Any, **kw: Any) -> _T:
+        """``call(*args, **kw)`` on the remote filesystem; a failure other than a missing
+        object is raised as a ``ConnectionError`` naming the object."""
+        try:
+            return call(*args, **kw)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise ConnectionError(
+                f"array store: cannot {what} {self.describe(path)} ({type(exc).__name__}: {exc})"
+            ) from exc
+
     def write(self, path: str, data: bytes) -> None:
-        """Write a whole object atomically (replacing it)."""
-        if self.local:
-            target = self._local(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            with open(temp, "wb") as handle:
-                handle.write(data)
-            os.replace(temp, target)
-        else:
-            self._fs.pipe_file(self._remote(path), data)
+        """Write a whole object atomically (replacing it); on an object store, within
+        :data:`WRITE_TIMEOUT`."""
+        if not self.local:
+            timeout = WRITE_TIMEOUT + len(data) / (1 << 20)
+            deadline = {"timeout": timeout} if getattr(self._fs, "async_impl", False) else {}
+            try:
+                self._call("write", path, self._fs.pipe_file, self._remote(path), data, **deadline)
+            except FileNotFoundError as exc:  # no such bucket
+                where = self.describe(path)
+                raise StoreError(f"array store: cannot write {where}: {exc}") from None
+            return
+        target = self._local(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        with open(temp, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, target)
 
     def read(self, path: str, offset: int = 0, size: int | None = None) -> bytes:
         """Bytes of an object, or of ``size`` bytes from ``offset``."""
@@ -63,7 +97,8 @@ class ArrayLocation:
                     handle.seek(offset)
                     return handle.read() if size is None else handle.read(size)
             end = None if size is None else offset + size
-            return self._fs.cat_file(self._remote(path), start=offset, end=end)
+            remote = self._remote(path)
+            return self._call("read", path, self._fs.cat_file, remote, start=offset, end=end)
         except FileNotFoundError:
             raise StoreError(f"array file {self.describe(path)} is missing") from None
 
@@ -77,7 +112,7 @@ class ArrayLocation:
         return fd
 
     def list(self, prefix: str) -> list[str]:
-        """Paths of the objects under ``prefix``, relative to the root."""
+        """Paths of the objects under ``prefix``, relative to the root (listed afresh)."""
         if self.local:
             base = self._local(prefix)
             return (
@@ -85,11 +120,12 @@ class ArrayLocation:
                 if base.is_dir()
                 else []
             )
-        remote = self._remote(prefix)
-        if not self._fs.exists(remote):
+        try:
+            found = self._call("list", prefix, self._fs.find, self._remote(prefix))
+        except FileNotFoundError:
             return []
         root = self._base.rstrip("/")
-        return sorted(p.removeprefix(root).lstrip("/") for p in self._fs.find(remote))
+        return sorted(p.removeprefix(root).lstrip("/") for p in found)
 
     def local_path(self, path: str) -> Path:
         """The filesystem path of a local object."""
@@ -97,8 +133,26 @@ class ArrayLocation:
 
     def exists(self, path: str) -> bool:
         """Whether an object exists."""
-        return self._local(path).exists() if self.local else self._fs.exists(self._remote(path))
+        if self.local:
+            return self._local(path).exists()
+        return self._call("look up", path, self._fs.exists, self._remote(path))
 
     def describe(self, path: str) -> str:
         """Human-readable location of an object, for messages."""
         return str(self._local(path)) if self.local else f"{self.url.rstrip('/')}/{path}"
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` and the root path in it (no I/O yet)."""
+    try:
+        import fsspec
+
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:  # fsspec itself, or the package of the URL's protocol
+        raise InvalidArgumentError(
+            f"array_store={url!r} needs a package that is not installed ({exc}); "
+            "pip install 'stepstore[fsspec]' and the protocol's package (s3fs for s3://, "
+            "gcsfs for gs://, adlfs for az://)"
+        ) from None
+    except ValueError as exc:
+        raise InvalidArgumentError(f"array_store={url!r}: {exc}") from None
