@@ -630,15 +630,24 @@ class Run:
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> str:
         """Store a file (a checkpoint, a config) with the run; returns its name.
 
-        The file is copied by the writer thread (with its size and SHA-256), so it must not
-        change until ``flush()`` or ``finish()`` returns.
+        The file is opened here and copied by the writer thread (with its size and
+        SHA-256), so its content must not change until ``flush()`` or ``finish()`` returns;
+        moving or deleting it meanwhile is fine.
         """
         self._require_open()
         source = Path(os.fspath(path))
         if not source.is_file():
             raise InvalidArgumentError(f"path={str(source)!r}: not a file")
         name = _check_artifact_name(source.name if name is None else name)
-        self._submit([(("artifact", name, str(source)), source.stat().st_size)])
+        try:
+            handle = open(source, "rb")  # noqa: SIM115 - the writer closes it once copied
+        except OSError as exc:
+            raise InvalidArgumentError(f"path={str(source)!r}: cannot read it ({exc})") from None
+        try:
+            self._submit([(("artifact", name, handle), os.fstat(handle.fileno()).st_size)])
+        except BaseException:
+            handle.close()
+            raise
         return name
 
     def _update_latest(self, values: Mapping[str, Any]) -> None:

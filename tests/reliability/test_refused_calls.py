@@ -160,3 +160,18 @@ def test_repeat_lets_a_key_take_more_values_at_its_last_step_only(
     series = ss.open(store_path).run(run.id).tensor("act")
     assert series.steps.tolist() == [3, 3]
     np.testing.assert_array_equal(series.at(3), np.ones(2))
+
+
+def test_an_artifact_whose_file_is_deleted_right_away_is_stored_and_blocks_nothing(
+    new_run, store_path: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "ckpt.pt"
+    source.write_bytes(b"\x00checkpoint\xff" * 1000)
+    run = new_run()
+    run.log_artifact(source)
+    source.unlink()  # e.g. a checkpoint rotated away before the writer copied it
+    run.log({"w": np.arange(3.0)}, step=0)
+    run.finish()
+    view = ss.open(store_path).run(run.id)
+    assert view.artifact("ckpt.pt") == b"\x00checkpoint\xff" * 1000
+    np.testing.assert_array_equal(view.tensor("w").at(0), np.arange(3.0))

@@ -302,9 +302,10 @@ class ArrayWriter:
         elif kind == "artifact":
             _, name, source = job
             path = artifact_path(self.run_id, name, self.rank)
-            with open(source, "rb") as handle:
-                data = handle.read()
+            source.seek(0)  # an open file: the data stays readable if the path goes away
+            data = source.read()
             self.location.write(path, data)
+            source.close()
             self._batch.artifacts.append(
                 ArtifactRow(
                     self.run_id,
