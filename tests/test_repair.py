@@ -116,46 +116,54 @@ def test_undecodable_scalar_chunk_is_deleted(store_uri, store_sql):
     assert values[:3] + values[4:] == [float(i) for i in [0, 1, 2, *range(4, 16), *range(32, 48)]]
 
 
-def test_corrupted_tensor_row_is_cut_back_to_the_intact_rows(store_uri):
+def test_corrupted_tensor_rows_are_dropped_and_every_intact_row_kept(store_uri):
     run = _init(store_uri)
-    rows = _rows(30)
+    rows = _rows(100)
     for step, row in enumerate(rows):
         run.log({"w": row, "loss": float(step)}, step=step)
     run.finish()
     chunk = _chunk_file(_arrays(store_uri), run.id, "w")
-    with open(chunk, "r+b") as handle:  # damage row 20 (step 20)
-        handle.seek(20 * ROW * 8 + 7)
-        handle.write(b"\x99")
+    with open(chunk, "r+b") as handle:  # damage rows 3 and 20 (steps 3 and 20)
+        for row in (3, 20):
+            handle.seek(row * ROW * 8 + 7)
+            handle.write(b"\x99")
+    kept = [s for s in range(100) if s not in (3, 20)]
     with ss.open(store_uri) as store:
         (problem,) = store.check()
         assert problem.where == f"run {run.id} key 'w'"
-        assert f"checksum mismatch in {chunk} (row 20, step 20)" in problem.what
+        assert problem.what == f"checksum mismatch in {chunk} (row 3, step 3) and 1 more row(s)"
         ts = store.run(run.id).tensor("w")
-        assert np.array_equal(ts[0:20], np.stack(rows[:20]))  # the rest stays readable
-        assert len(store.run(run.id).scalars("loss")) == 30
+        assert np.array_equal(ts[4:20], np.stack(rows[4:20]))  # the rest stays readable
+        assert len(store.run(run.id).scalars("loss")) == 100
 
         assert _pairs(repair(store)) == [
             (
                 f"run {run.id} key 'w' segment 0 chunk 0",
-                f"cut the chunk to its 20 intact row(s) (checksum mismatch in {chunk} row 20); "
-                "10 row(s) lost (steps 20 and later)",
+                f"dropped 2 of its 100 rows (checksum mismatch in {chunk} (row 3, step 3) and 1 "
+                "more row(s)); steps lost: 3, 20",
             ),
-            (f"run {run.id} key 'w'", "rebuilt the summary from its index (20 rows)"),
+            (f"run {run.id} key 'w'", "rebuilt the summary from its index (98 rows)"),
         ]
         assert store.check() == []
         assert repair(store) == []
     with ss.open(store_uri) as store:
         view = store.run(run.id)
         ts = view.tensor("w")
-        assert ts.steps.tolist() == list(range(20))
-        assert np.array_equal(ts[:], np.stack(rows[:20]))
+        assert ts.steps.tolist() == kept
+        assert np.array_equal(ts[:], np.stack([rows[s] for s in kept]))
+        assert np.array_equal(ts[[2, 4, 21]], np.stack([rows[2], rows[4], rows[21]]))
+        assert np.array_equal(ts[0:10, 5], np.array([rows[s][5] for s in kept if s < 10]))
+        assert ts.stats()["step"].tolist() == kept
+        with pytest.raises(KeyError, match="step 3 was not recorded"):
+            ts.at(3)
         summary = view.summary["w"]
-        assert (summary["count"], summary["first_step"], summary["last_step"]) == (20, 0, 19)
-        assert len(view.scalars("loss")) == 30
+        assert (summary["count"], summary["first_step"], summary["last_step"]) == (98, 0, 99)
+        assert len(view.scalars("loss")) == 100
 
 
 def test_torn_tensor_file_after_a_machine_crash(store_uri):
-    """A chunk file shorter than its index claims (size not made durable) is cut and padded."""
+    """A chunk file shorter than its index claims (size not made durable) loses the rows
+    past its end and is padded."""
     run = _init(store_uri)
     rows = _rows(12, seed=1)
     for step, row in enumerate(rows):
@@ -168,8 +176,7 @@ def test_torn_tensor_file_after_a_machine_crash(store_uri):
     with ss.open(store_uri) as store:
         (cut, _) = repair(store)
         assert cut.what == (
-            f"cut the chunk to its 9 intact row(s) (chunk file {chunk} ends in row 9); "
-            "3 row(s) lost (steps 9 and later)"
+            f"dropped 3 of its 12 rows (chunk file {chunk} ends in row 9); steps lost: 9, 10, 11"
         )
         assert chunk.stat().st_size == full
         assert store.check() == []
@@ -212,6 +219,9 @@ def test_missing_tensor_file_and_damaged_compressed_chunk_are_dropped(store_uri)
         view = store.run(run.id)
         assert len(view.tensor("z")) == 0
         assert len(view.tensor("gone")) == 0
+        assert repr(view.tensor("gone")) == "<TensorSeries 'gone': 0 steps>"
+        with pytest.raises(KeyError, match="tensor 'gone': step 2 was not recorded"):
+            view.tensor("gone").at(2)
         for key in ("gone", "z"):
             summary = view.summary[key]
             assert (summary["count"], summary["first_step"], summary["last_step"]) == (
@@ -405,3 +415,301 @@ def test_damage_in_a_workers_series_is_repaired_there(store_uri, store_sql, monk
         frame = store.run("job-1").scalars("a", ranks="all")
     assert frame[frame["rank"] == 0]["value"].tolist() == [float(i) for i in range(32)]
     assert frame[frame["rank"] == 1]["value"].tolist() == [float(i + 100) for i in range(16, 32)]
+
+
+# -- index rows that disagree with their data --------------------------------------------------
+
+
+def _scalar_chunk_row(store_sql: StoreSQL, key: str, seq: int) -> tuple[int, bytes]:
+    """Series id and statistics of chunk ``seq`` of ``key`` (the store's only run)."""
+    ((sid, stats),) = store_sql(
+        "SELECT c.series_id, c.stats FROM chunks c JOIN series s ON s.id = c.series_id "
+        'WHERE s."key" = ? AND c.seq = ?',
+        (key, seq),
+    )
+    return sid, bytes(stats)
+
+
+def test_altered_chunk_statistics_and_steps_are_found_and_rebuilt(store_uri, store_sql):
+    """A scalar chunk's data is intact, but its index row lies: statistics, first step and
+    count are rebuilt from its points, and no point is lost."""
+    from stepstore.series.chunk import STATS_DTYPE
+
+    run = _init(store_uri, chunk_size=16)
+    for i in range(48):
+        run.log({"a": float(i)})
+    run.finish()
+    sid, stats = _scalar_chunk_row(store_sql, "a", 1)
+    altered = np.frombuffer(stats, STATS_DTYPE).copy()
+    altered["max"] = 1e9
+    altered["sum"] = -5.0
+    store_sql(
+        "UPDATE chunks SET stats = ? WHERE series_id = ? AND seq = 1", (altered.tobytes(), sid)
+    )
+    store_sql("UPDATE chunks SET first_step = 5 WHERE series_id = ? AND seq = 0", (sid,))
+    store_sql("UPDATE chunks SET count = 15 WHERE series_id = ? AND seq = 2", (sid,))
+    where = f"run {run.id} key 'a' chunk"
+    with ss.open(store_uri) as store:
+        assert _pairs(store.check()) == [
+            (f"{where} 0", "its index row differs from its points (first_step)"),
+            (
+                f"{where} 1",
+                "its index row differs from its points (statistics sum, statistics max)",
+            ),
+            (f"{where} 2", "its index row differs from its points (count)"),
+        ]
+        assert _pairs(repair(store)) == [
+            (f"{where} 0", "rebuilt its index row from its 16 points (first_step)"),
+            (
+                f"{where} 1",
+                "rebuilt its index row from its 16 points (statistics sum, statistics max)",
+            ),
+            (f"{where} 2", "rebuilt its index row from its 16 points (count)"),
+        ]
+        assert store.check() == []
+        assert repair(store) == []
+    with ss.open(store_uri) as store:
+        view = store.run(run.id)
+        assert view.scalars("a", steps=(0, 3))["value"].tolist() == [0.0, 1.0, 2.0, 3.0]
+        assert view.scalars("a")["value"].tolist() == [float(i) for i in range(48)]
+        assert view.scalars("a", max_points=4)["value"].max() == 47.0
+
+
+def _tensor_run(store_uri: str, steps: int = 30, seed: int = 3) -> tuple[ss.Run, list[np.ndarray]]:
+    run = _init(store_uri)
+    rows = _rows(steps, seed)
+    for step, row in enumerate(rows):
+        run.log({"w": row}, step=step)
+    run.finish()
+    return run, rows
+
+
+def _set_index_step(store_sql: StoreSQL, entry: int, step: int) -> None:
+    """Write ``step`` as the step of row ``entry`` of the only tensor chunk's index row."""
+    ((sid, blob),) = store_sql("SELECT series_id, steps FROM tensor_chunks", ())
+    steps = np.frombuffer(bytes(blob), "<i8").copy()
+    steps[entry] = step
+    store_sql("UPDATE tensor_chunks SET steps = ? WHERE series_id = ?", (steps.tobytes(), sid))
+
+
+def test_a_damaged_tensor_step_index_is_restored_from_the_steps_array(store_uri, store_sql):
+    run, rows = _tensor_run(store_uri)
+    _set_index_step(store_sql, 7, 1000 + 7)
+    where = f"run {run.id} key 'w'"
+    differ = (
+        "the steps of 1 row(s) differ between its index and the steps array (row 7: 1007 in "
+        "the index, 7 in the array)"
+    )
+    with ss.open(store_uri) as store:
+        assert _pairs(store.check()) == [(where, f"segment 0 chunk 0: {differ}")]
+        assert _pairs(repair(store)) == [
+            (
+                f"{where} segment 0 chunk 0",
+                f"restored the steps of 1 row(s) from the steps array ({differ})",
+            )
+        ]
+        assert store.check() == []
+        ts = store.run(run.id).tensor("w")
+        assert ts.steps.tolist() == list(range(30))
+        assert np.array_equal(ts.at(7), rows[7])
+
+
+def test_a_damaged_steps_array_is_written_again_from_the_index(store_uri):
+    run, _ = _tensor_run(store_uri)
+    steps_file = _arrays(store_uri) / run.id / "w" / "steps" / "c" / "0"
+    steps = np.frombuffer(steps_file.read_bytes(), "<i8").copy()
+    steps[12] = -4
+    steps_file.write_bytes(steps.tobytes())
+    where = f"run {run.id} key 'w'"
+    with ss.open(store_uri) as store:
+        assert _pairs(store.check()) == [
+            (
+                where,
+                "segment 0 chunk 0: the steps of 1 row(s) differ between its index and the steps "
+                "array (row 12: 12 in the index, -4 in the array)",
+            )
+        ]
+        assert _pairs(repair(store)) == [
+            (
+                f"{where} segment 0 chunk 0",
+                "wrote the steps of 1 row(s) into the steps array again",
+            )
+        ]
+        assert store.check() == []
+    assert np.frombuffer(steps_file.read_bytes(), "<i8")[:30].tolist() == list(range(30))
+
+
+def test_a_step_that_neither_copy_vouches_for_drops_its_row(store_uri, store_sql):
+    """Index and steps array disagree and both run in order: the row's step is unknown."""
+    run, rows = _tensor_run(store_uri)
+    _set_index_step(store_sql, 7, 8)  # 6, 8, 8: still in order, as is 6, 7, 8
+    with ss.open(store_uri) as store:
+        (dropped, rebuilt) = repair(store)
+        assert dropped.what.startswith("dropped 1 of its 30 rows (the steps of 1 row(s) differ")
+        assert dropped.what.endswith("; steps lost: 8")
+        assert rebuilt.what == "rebuilt the summary from its index (29 rows)"
+        assert store.check() == []
+        ts = store.run(run.id).tensor("w")
+        assert ts.steps.tolist() == [s for s in range(30) if s != 7]
+        assert np.array_equal(ts.at(8), rows[8])
+
+
+@pytest.mark.parametrize("document", ["zarr.json", "s0/zarr.json", "steps/zarr.json"])
+def test_a_garbage_zarr_json_is_found_and_written_again(store_uri, document):
+    import zarr
+
+    run, rows = _tensor_run(store_uri)
+    group = _arrays(store_uri) / run.id / "w"
+    damaged = group / document
+    damaged.write_bytes(b"\x00garbage{")
+    with ss.open(store_uri) as store:
+        (problem,) = store.check()
+        assert problem.where == f"run {run.id} key 'w'"
+        assert problem.what == f"{damaged} is not JSON"
+        assert _pairs(repair(store)) == [
+            (
+                f"run {run.id} key 'w'",
+                f"wrote {damaged} again from the index ({damaged} is not JSON)",
+            )
+        ]
+        assert store.check() == []
+    opened = zarr.open_group(str(group), mode="r")
+    assert opened["steps"][:].tolist() == list(range(30))
+    assert np.array_equal(opened["s0"][:], np.stack(rows))
+
+
+def test_a_zarr_json_describing_another_array_is_found(store_uri):
+    run, _ = _tensor_run(store_uri)
+    document = _arrays(store_uri) / run.id / "w" / "s0" / "zarr.json"
+    content = json.loads(document.read_text())
+    content["data_type"] = "int8"
+    content["attributes"]["stepstore"]["first_row"] = "x"
+    document.write_text(json.dumps(content))
+    with ss.open(store_uri) as store:
+        assert [p.what for p in store.check()] == [
+            f"{document} does not describe segment 0 (data_type, first_row)"
+        ]
+        assert len(repair(store)) == 1
+        assert store.check() == []
+    assert json.loads(document.read_text())["data_type"] == "float64"
+
+
+def test_reading_an_unrecorded_step_names_it(store_uri):
+    run, _ = _tensor_run(store_uri, steps=3)
+    with ss.open(store_uri) as store:
+        ts = store.run(run.id).tensor("w")
+        with pytest.raises(ss.NotFoundError, match=r"tensor 'w': step 5 was not recorded") as got:
+            ts.at(5)
+        assert isinstance(got.value, KeyError)
+        with pytest.raises(KeyError, match="step 9"):
+            ts[[1, 9]]
+
+
+# -- damage that makes part of the store unreadable -------------------------------------------
+
+
+def test_a_run_the_database_cannot_read_does_not_stop_check_or_repair(store_uri, store_sql):
+    """A run whose tensor index is damaged (a value of the wrong type) is reported, and the
+    other series and runs are still checked and repaired."""
+    runs = []
+    for _ in range(2):
+        run = _init(store_uri, chunk_size=16)
+        for i in range(32):
+            run.log({"a": float(i), "w": np.arange(4.0) + i}, step=i)
+        run.finish()
+        runs.append(run)
+    store_sql(
+        "UPDATE tensor_segments SET shape = 'not json' WHERE series_id IN "
+        "(SELECT id FROM series WHERE run_id = ?)",
+        (runs[0].id,),
+    )
+    for run in runs:
+        ((sid, data),) = store_sql(
+            "SELECT c.series_id, c.data FROM chunks c JOIN series s ON s.id = c.series_id "
+            "WHERE s.run_id = ? AND c.seq = 0",
+            (run.id,),
+        )
+        damaged = bytearray(bytes(data))
+        damaged[-3] ^= 0xFF
+        store_sql(
+            "UPDATE chunks SET data = ? WHERE series_id = ? AND seq = 0", (bytes(damaged), sid)
+        )
+    with ss.open(store_uri) as store:
+        problems = store.check()
+        assert [p.where for p in problems] == [
+            *sorted(f"run {r.id} key 'a' chunk 0" for r in runs),
+            f"run {runs[0].id} key 'w'",
+        ]
+        assert "column shape holds 'not json', expected a JSON list of sizes" in problems[-1].what
+        assert "reading the tensor index of series" in problems[-1].what
+        assert [p.where for p in repair(store)] == [
+            f"run {r.id} key 'a'{suffix}" for r in runs for suffix in (" chunk 0", "")
+        ]
+        assert [p.where for p in store.check()] == [f"run {runs[0].id} key 'w'"]
+        with pytest.raises(ss.StoreError, match="column shape"):
+            store.run(runs[0].id).tensor("w")
+        assert store.run(runs[1].id).tensor("w").steps.tolist() == list(range(32))
+
+
+def test_database_errors_reach_the_caller_as_store_errors(store_uri, store_sql):
+    run = _init(store_uri)
+    run.log({"img": ss.Image(np.zeros((2, 2), np.uint8)), "w": np.arange(3.0)}, step=0)
+    run.log_record("notes", {"text": "hi"}, step=0)
+    run.finish()
+    store_sql("UPDATE records SET data = ?", ("[1, 2",))
+    with ss.open(store_uri) as store:
+        view = store.run(run.id)
+        with pytest.raises(ss.StoreError, match=r"record 'notes' step 0 .* not a JSON object"):
+            view.records("notes")
+        store_sql("DROP TABLE images", ())
+        with pytest.raises(ss.StoreError, match=r"reading the images of series \d+") as got:
+            view.images("img")
+        assert "images" in str(got.value)
+        assert store.uri in str(got.value)
+        (problem, *_) = [p for p in store.check() if p.where == f"run {run.id} key 'img'"]
+        assert "reading the images of series" in problem.what
+
+
+def test_a_store_from_before_row_positions_is_migrated(store_uri, store_sql):
+    """Tensor index rows written before ``positions`` existed read back as the chunk's first
+    rows, and repair can then drop rows from them."""
+    run, rows = _tensor_run(store_uri)
+    with ss.open(store_uri) as store:
+        version = store.backend.schema_version
+    store_sql('ALTER TABLE tensor_chunks DROP COLUMN "positions"', ())
+    store_sql("UPDATE meta SET value = ? WHERE \"key\" = 'schema_version'", (str(version - 1),))
+    chunk = _chunk_file(_arrays(store_uri), run.id, "w")
+    with open(chunk, "r+b") as handle:
+        handle.seek(5 * ROW * 8)
+        handle.write(b"\xff" * 8)
+    with ss.open(store_uri) as store:  # opening migrates
+        assert store.backend.schema_version == version
+        assert np.array_equal(store.run(run.id).tensor("w")[6:30], np.stack(rows[6:]))
+        (dropped, _) = repair(store)
+        assert dropped.what.endswith("steps lost: 5")
+        ts = store.run(run.id).tensor("w")
+        assert ts.steps.tolist() == [s for s in range(30) if s != 5]
+        assert np.array_equal(ts[:], np.stack(rows[:5] + rows[6:]))
+
+
+def test_a_run_resumed_after_rows_were_dropped_checks_clean(store_uri):
+    """The resumed run's new segment numbers its rows from the rows indexed, so in the
+    steps array it overlaps rows of the segment before: neither is reported as damage."""
+    run, rows = _tensor_run(store_uri)
+    chunk = _chunk_file(_arrays(store_uri), run.id, "w")
+    with open(chunk, "r+b") as handle:
+        handle.seek(3 * ROW * 8)
+        handle.write(b"\xff" * 8)
+    with ss.open(store_uri) as store:
+        assert len(repair(store)) == 2
+    resumed = _init(store_uri, resume=run.id)
+    more = _rows(5, seed=9)
+    for step, row in enumerate(more, start=30):
+        resumed.log({"w": row}, step=step)
+    resumed.finish()
+    with ss.open(store_uri) as store:
+        assert store.check() == []
+        assert repair(store) == []
+        ts = store.run(run.id).tensor("w")
+        assert ts.steps.tolist() == [s for s in range(35) if s != 3]
+        assert np.array_equal(ts[:], np.stack(rows[:3] + rows[4:] + more))

@@ -264,6 +264,7 @@ def test_exported_names_are_the_documented_ones():
         "FilterSyntaxError",
         "NotFoundError",
         "StoreError",
+        "StoreUnavailableError",
         "NotAStoreError",
         "SchemaVersionError",
         "UnknownSchemeError",

@@ -21,6 +21,7 @@ from .errors import (
     StepOrderError,
     StepstoreError,
     StoreError,
+    StoreUnavailableError,
     UnknownSchemeError,
     WriterError,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "StepstoreError",
     "Store",
     "StoreError",
+    "StoreUnavailableError",
     "TensorSeries",
     "UnknownSchemeError",
     "WriterError",

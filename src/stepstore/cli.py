@@ -275,8 +275,8 @@ def migrate_command(store: str | None) -> None:
 @click.option(
     "--repair",
     is_flag=True,
-    help="Drop damaged chunks, images and artifacts (keeping every intact point), cut torn "
-    "tensor chunks back to their intact rows and rebuild summaries; then check again.",
+    help="Drop damaged scalar chunks, tensor rows, images and artifacts (keeping every intact "
+    "point and row), rebuild index rows, zarr.json files and summaries; then check again.",
 )
 @_json_option
 @_store_option

@@ -15,6 +15,7 @@ that matches its failure kind, so ``except ValueError`` keeps working::
     ├── StoreError (OSError)                the store cannot be opened or is damaged
     │   ├── NotAStoreError                  the path exists but is not a stepstore store
     │   └── SchemaVersionError              the store was written by a newer stepstore
+    ├── StoreUnavailableError (ConnectionError)  an object store does not answer (no damage)
     └── UnknownSchemeError (ValueError)     a store URI names a scheme no backend handles
 """
 
@@ -67,6 +68,11 @@ class NotFoundError(StepstoreError, KeyError):
 
 class StoreError(StepstoreError, OSError):
     """A store cannot be opened, read or written."""
+
+
+class StoreUnavailableError(StepstoreError, ConnectionError):
+    """An array store (an object store over the network) does not answer; nothing is known
+    to be damaged, so writers retry and repair leaves the data alone."""
 
 
 class NotAStoreError(StoreError):

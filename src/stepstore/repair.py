@@ -3,14 +3,21 @@
 :func:`repair` works on every backend (the embedded SQLite store, PostgreSQL and
 MariaDB/MySQL) and fixes what :meth:`stepstore.Store.check` reports:
 
-- a scalar chunk whose checksum, decoding or point count fails is deleted; the series'
-  summary (count, min, max, last, first and last step) is rebuilt from the chunks left;
-- a tensor chunk whose file is missing is dropped from the index; a raw (row-per-step)
-  chunk is cut back to its rows that are intact from the start, up to the first row whose
-  CRC fails or that lies past the end of a file left short by a machine crash (the
-  ``steps``, ``epochs``, ``times`` and ``checksums`` columns are cut alike, and a short file
-  is padded back to its full size so it can be memory-mapped); a compressed chunk whose
-  CRC fails is dropped whole;
+- a scalar chunk whose checksum or decoding fails is deleted; one whose index row (first
+  and last step, epochs, point count, statistics) is not that of its points gets it
+  rebuilt from them; the series' summary (count, min, max, last, first and last step) is
+  rebuilt from the chunks left;
+- a tensor chunk whose file is missing or does not decompress, or whose index row is
+  damaged, is dropped from the index; otherwise only its damaged rows are: those whose
+  CRC-32 fails, those past the end of a raw file left short by a machine crash (the file
+  is padded back to its full size so it can be memory-mapped), and those whose step the
+  index and the Zarr ``steps`` array disagree on when neither can be told right. Every
+  other row stays, the index row keeping where each lies in the chunk;
+- steps that the index and the ``steps`` array disagree on are restored from whichever
+  runs from the chunk's first to its last step without going back: in the index, or in
+  the ``steps`` array; a ``zarr.json`` that is missing or does not describe its array is
+  written again from the index (a segment's only when its first row in the ``steps``
+  array can be confirmed);
 - an image or artifact whose file is missing or whose checksum fails is removed from the
   index;
 - a series whose stored summary disagrees with its chunks gets it rebuilt.
@@ -20,21 +27,23 @@ Runs left behind by dead processes are recovered when the store is opened (see
 whose status reads ``running`` (a live process, perhaps on another host, keeps their
 heartbeat fresh) and those with a journal in the store's local journal directory (held by
 a live process on this host). The edits of each series go to the backend as one
-:class:`~stepstore.backends.base.RepairBatch`, applied in one transaction; data files are
-never rewritten (only padded with zeros past the intact rows), and nothing intact is
-deleted. Damage to the database itself (a failed ``PRAGMA integrity_check`` of the SQLite
-file, a server schema of another version) is not repaired; :meth:`Store.check` still
-reports it afterwards.
+:class:`~stepstore.backends.base.RepairBatch`, applied in one transaction; chunk files are
+never rewritten (only padded with zeros past their rows), and nothing intact is deleted.
+Damage to the database itself (a failed ``PRAGMA integrity_check`` of the SQLite file, a
+row whose values are not of their column's type, a server schema of another version) is
+not repaired: the runs and series it makes unreadable are skipped, the others repaired,
+and :meth:`Store.check` still reports it afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,17 +53,30 @@ from .backends.base import (
     RepairBatch,
     RunRecord,
     SeriesRecord,
+    decode_chunk,
+    index_differences,
+    index_fields,
     series_label,
 )
 from .errors import StoreError
 from .journal import SUFFIX
 from .query.views import Store
-from .series import chunk as chunk_codec
 from .series.tail import Summary
-from .tensors.dtypes import storage_dtype
 from .tensors.index import ChunkIndex, Segment
 from .tensors.location import ArrayLocation
-from .tensors.series import chunk_path, first_bad_row, load_chunk
+from .tensors.series import (
+    ZarrMetadata,
+    check_steps,
+    chunk_path,
+    field_of,
+    index_damage,
+    read_file,
+    row_damage,
+)
+from .tensors.zarr_v3 import STEPS_CHUNK, array_document, chunk_key, group_document
+
+#: Steps a repair message lists before it says how many more were lost.
+_LISTED_STEPS = 10
 
 
 def repair(store: Store) -> list[Problem]:
@@ -66,25 +88,46 @@ def repair(store: Store) -> list[Problem]:
     runs that may still be recorded, which are left alone.
     """
     backend = store.backend
+    try:
+        runs = backend.find_runs()  # statuses as store.runs() reads them
+    except StoreError:
+        return []  # the runs table is damaged: check reports it
     repaired: list[Problem] = []
-    for run in backend.find_runs():  # statuses as store.runs() reads them
-        if _maybe_recording(backend, run):
-            continue  # its writer owns the summaries and may still extend its chunks
-        location = ArrayLocation(run.array_store or backend.default_array_store)
-        for series in backend.series(run.id, None):
-            batch = RepairBatch()
-            where = series_label(run.id, series.key, series.rank)
-            if series.kind == "scalar":
-                repaired.extend(_repair_scalars(backend, series, where, batch))
-            elif series.kind == "tensor":
-                repaired.extend(_repair_tensor(backend, location, series, where, batch))
-            elif series.kind == "image":
-                repaired.extend(_repair_images(backend, location, series, where, batch))
-            backend.apply_repairs(batch)
-        batch = RepairBatch()
-        repaired.extend(_repair_artifacts(backend, location, run.id, batch))
-        backend.apply_repairs(batch)
+    for run in runs:
+        try:
+            if _maybe_recording(backend, run):
+                continue  # its writer owns the summaries and may still extend its chunks
+            repaired.extend(_repair_run(backend, run))
+        except StoreError:
+            continue  # the database is damaged here: check reports it
     return repaired
+
+
+def _repair_run(backend: Backend, run: RunRecord) -> list[Problem]:
+    """Repair each series of ``run`` and its artifacts; a series whose index rows cannot be
+    read (or written) is skipped."""
+    location = ArrayLocation(run.array_store or backend.default_array_store)
+    repaired: list[Problem] = []
+    for series in backend.series(run.id, None):
+        repair_series = _REPAIRS.get(series.kind)
+        if repair_series is not None:
+            where = series_label(run.id, series.key, series.rank)
+            edit = functools.partial(repair_series, backend, location, run, series, where)
+            repaired.extend(_applied(backend, edit))
+    edit = functools.partial(_repair_artifacts, backend, location, run.id)
+    return repaired + _applied(backend, edit)
+
+
+def _applied(backend: Backend, edit: Callable[[RepairBatch], list[Problem]]) -> list[Problem]:
+    """Collect one batch of edits with ``edit`` and apply it; return what ``edit`` reports,
+    or nothing when the database cannot be read or written there (check reports it)."""
+    batch = RepairBatch()
+    try:
+        found = edit(batch)
+        backend.apply_repairs(batch)
+    except StoreError:
+        return []
+    return found
 
 
 def _maybe_recording(backend: Backend, run: RunRecord) -> bool:
@@ -116,34 +159,44 @@ def _same_summary(a: Summary, b: Summary) -> bool:
     )
 
 
+def _steps_text(steps: np.ndarray) -> str:
+    """Up to :data:`_LISTED_STEPS` step numbers, then how many more."""
+    listed = ", ".join(str(int(s)) for s in steps[:_LISTED_STEPS])
+    more = len(steps) - _LISTED_STEPS
+    return listed + (f" and {more} more" if more > 0 else "")
+
+
 # -- scalar series ---------------------------------------------------------------------------
 
 
 def _repair_scalars(
-    backend: Backend, series: SeriesRecord, where: str, batch: RepairBatch
+    backend: Backend,
+    location: ArrayLocation,
+    run: RunRecord,
+    series: SeriesRecord,
+    where: str,
+    batch: RepairBatch,
 ) -> list[Problem]:
-    """Add to ``batch`` the deletion of a scalar series' damaged chunks and, when the stored
-    one differs, its summary rebuilt from the chunks left."""
+    """Add to ``batch`` the deletion of a scalar series' damaged chunks, the index rows of
+    intact chunks rebuilt from their points and, when the stored one differs, its summary
+    rebuilt from the chunks left."""
     repaired: list[Problem] = []
     summary = Summary()
     for row in backend.chunks(series.id):
         at = f"{where} chunk {row.seq}"
-        data = row.data or b""
-        reason = None
-        if chunk_codec.checksum(data) != row.checksum:
-            reason = "checksum mismatch"
-        else:
-            try:
-                columns = chunk_codec.decode(data, at)
-            except StoreError as exc:
-                reason = str(exc).removeprefix(f"{at}: ")
-            else:
-                if len(columns.step) != row.count:
-                    reason = "point count differs from its index"
-        if reason is not None:
+        try:
+            columns = decode_chunk(row, at)
+        except StoreError as exc:
             batch.chunks.append((series.id, row.seq))
+            reason = str(exc).removeprefix(f"{at}: ")
             repaired.append(Problem(at, f"deleted the chunk ({reason}); {row.count} point(s) lost"))
             continue
+        fields = index_fields(row, columns)
+        differ = index_differences(row, fields, columns.value)
+        if differ:
+            batch.chunk_index.append((series.id, fields))
+            what = f"rebuilt its index row from its {fields.size} points ({', '.join(differ)})"
+            repaired.append(Problem(at, what))
         summary.update(columns)
     if not _same_summary(summary, series.summary):
         batch.summaries.append((series.id, summary))
@@ -156,126 +209,256 @@ def _repair_scalars(
 # -- tensor series ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Cut:
-    """What to do with one tensor chunk: keep ``rows`` of its rows (0 drops it)."""
+@dataclasses.dataclass
+class _TensorRepair:
+    """The repair of one tensor series under way: the edits, what was done, the metadata."""
 
-    rows: int
-    reason: str
-    pad_to: int = 0
+    location: ArrayLocation
+    where: str
+    batch: RepairBatch
+    metadata: ZarrMetadata | None
+    repaired: list[Problem] = dataclasses.field(default_factory=list)
 
-
-def _raw_cut(location: ArrayLocation, segment: Segment, chunk: ChunkIndex) -> _Cut | None:
-    """How many rows of a raw, in-place chunk are intact from the start (None: all)."""
-    local = location.local_path(chunk_path(segment, chunk))
-    if not local.exists():
-        return _Cut(0, f"chunk file {local} is missing")
-    row_bytes = int(np.prod(segment.shape, dtype=np.int64)) * storage_dtype(segment.dtype).itemsize
-    full = segment.chunk_steps * row_bytes
-    sums = np.frombuffer(chunk.checksums, "<u4")
-    data = local.read_bytes()
-    for pos in range(chunk.count):
-        row = data[pos * row_bytes : (pos + 1) * row_bytes]
-        if len(row) < row_bytes:
-            return _Cut(pos, f"chunk file {local} ends in row {pos}", full)
-        if pos < len(sums) and zlib.crc32(row) != int(sums[pos]):
-            return _Cut(pos, f"checksum mismatch in {local} row {pos}", full)
-    if len(data) < full:
-        return _Cut(chunk.count, f"chunk file {local} is short", full)
-    return None
-
-
-def _packed_cut(location: ArrayLocation, segment: Segment, chunk: ChunkIndex) -> _Cut | None:
-    """How many rows of a whole-blob chunk (compressed, or on an object store) are intact
-    from the start (None: all)."""
-    path = chunk_path(segment, chunk)
-    try:
-        data = load_chunk(location, segment, path)
-    except StoreError as exc:
-        return _Cut(0, str(exc))
-    bad = first_bad_row(data, chunk, range(chunk.count))
-    if bad is None:
-        return None
-    return _Cut(bad, f"checksum mismatch in {location.describe(path)} row {bad}")
-
-
-def _pad(location: ArrayLocation, segment: Segment, chunk: ChunkIndex, size: int) -> None:
-    """Extend a short raw chunk file with zeros to ``size`` bytes (its intact rows stay)."""
-    local = location.local_path(chunk_path(segment, chunk))
-    if local.exists() and local.stat().st_size < size:
-        with open(local, "r+b") as handle:
-            os.ftruncate(handle.fileno(), size)
-
-
-def _cut_index(chunk: ChunkIndex, rows: int) -> ChunkIndex:
-    """The index row of ``chunk`` with only its first ``rows`` rows (at least one)."""
-    steps = np.frombuffer(chunk.steps, "<i8")[:rows]
-    return dataclasses.replace(
-        chunk,
-        first_step=int(steps[0]),
-        last_step=int(steps[-1]),
-        count=rows,
-        steps=steps.tobytes(),
-        epochs=np.frombuffer(chunk.epochs, "<i8")[:rows].tobytes(),
-        times=np.frombuffer(chunk.times, "<i8")[:rows].tobytes(),
-        checksums=np.frombuffer(chunk.checksums, "<u4")[:rows].tobytes(),
-    )
+    def report(self, chunk: ChunkIndex | None, what: str) -> None:
+        """Record a repair of ``chunk`` (None: of the series)."""
+        at = self.where
+        if chunk is not None:
+            at += f" segment {chunk.segment} chunk {chunk.chunk}"
+        self.repaired.append(Problem(at, what))
 
 
 def _repair_tensor(
     backend: Backend,
     location: ArrayLocation,
+    run: RunRecord,
     series: SeriesRecord,
     where: str,
     batch: RepairBatch,
 ) -> list[Problem]:
-    """Add to ``batch`` the drop of missing or damaged tensor chunks, the cut of torn raw
-    chunks back to their intact rows and a stale summary rebuilt; short raw chunk files are
-    padded at once."""
+    """Add to ``batch`` the drop of missing or damaged tensor chunks and rows, steps
+    restored and a stale summary rebuilt; pad short raw chunk files, fix the steps array
+    and write damaged ``zarr.json`` files again at once."""
     segments, chunks = backend.tensor_index(series.id)
     by_number = {s.segment: s for s in segments}
-    repaired: list[Problem] = []
-    kept: list[tuple[int, int, int]] = []  # (count, first step, last step) of each chunk kept
-    for chunk in chunks:
-        segment = by_number.get(chunk.segment)
-        at = f"{where} segment {chunk.segment} chunk {chunk.chunk}"
-        if segment is None:
-            cut: _Cut | None = _Cut(0, f"segment {chunk.segment} is not in the index")
-        elif segment.codec == "raw" and location.local:
-            cut = _raw_cut(location, segment, chunk)
-        else:
-            cut = _packed_cut(location, segment, chunk)
-        if cut is None:
-            kept.append((chunk.count, chunk.first_step, chunk.last_step))
-            continue
-        if segment is not None and cut.pad_to and cut.rows:
-            _pad(location, segment, chunk, cut.pad_to)
-        if cut.rows == chunk.count:
-            kept.append((chunk.count, chunk.first_step, chunk.last_step))
-            repaired.append(Problem(at, f"{cut.reason}: padded it to its full size"))
-            continue
-        lost = chunk.count - cut.rows
-        if cut.rows == 0:
-            batch.tensor_chunks.append((chunk.series_id, chunk.segment, chunk.chunk))
-            repaired.append(Problem(at, f"dropped the chunk ({cut.reason}); {lost} row(s) lost"))
-            continue
-        shorter = _cut_index(chunk, cut.rows)
-        batch.cut_tensor_chunks.append(shorter)
-        kept.append((shorter.count, shorter.first_step, shorter.last_step))
-        repaired.append(
-            Problem(
-                at,
-                f"cut the chunk to its {cut.rows} intact row(s) ({cut.reason}); {lost} row(s) "
-                f"lost (steps {int(np.frombuffer(chunk.steps, '<i8')[cut.rows])} and later)",
-            )
-        )
+    used = [s for s in segments if any(c.segment == s.segment for c in chunks)]
+    metadata = ZarrMetadata(location, used) if used else None
+    work = _TensorRepair(location, where, batch, metadata)
+    before = np.cumsum([0, *(c.count for c in chunks)])  # index rows before each chunk
+    after = [
+        _repair_chunk(work, by_number.get(c.segment), c, int(before[i]))
+        for i, c in enumerate(chunks)
+    ]
+    kept = [chunk for chunk in after if chunk is not None]
+    if metadata is not None and kept:
+        _repair_metadata(work, run, series, kept)
     summary = Summary(
-        count=sum(c for c, _, _ in kept),
-        first_step=min((f for _, f, _ in kept), default=None),
-        last_step=max((last for _, _, last in kept), default=None),
+        count=sum(c.count for c in kept),
+        first_step=min((c.first_step for c in kept), default=None),
+        last_step=max((c.last_step for c in kept), default=None),
     )
-    repaired.extend(_step_summary(batch, series, summary, where))
-    return repaired
+    return work.repaired + _step_summary(batch, series, summary, where)
+
+
+def _repair_chunk(
+    work: _TensorRepair, segment: Segment | None, chunk: ChunkIndex, before: int
+) -> ChunkIndex | None:
+    """Repair one tensor chunk (see the module docstring), which ``before`` index rows of
+    its series precede; return its index row as it is afterwards, or None when it was
+    dropped."""
+    broken = index_damage(segment, chunk)
+    if broken is not None or segment is None:
+        _drop(work, chunk, f"its index row is damaged: {broken}")
+        return None
+    damage = row_damage(work.location, segment, chunk)
+    if damage is not None and len(damage.bad) == chunk.count:
+        _drop(work, chunk, damage.reason)
+        return None
+    reasons: list[str] = []
+    bad: set[int] = set()
+    if damage is not None:
+        if damage.pad_to:
+            _pad(work.location, segment, chunk, damage.pad_to)
+        if damage.bad:
+            bad, reasons = set(damage.bad), [damage.reason]
+        else:
+            work.report(chunk, f"{damage.reason}: padded it to its full size")
+    steps = np.frombuffer(chunk.steps, "<i8").copy()
+    unknown, why = _repair_steps(work, chunk, before, steps)
+    if unknown:
+        bad, reasons = bad | unknown, [*reasons, why]
+    return _keep(work, chunk, bad, "; ".join(reasons), steps)
+
+
+def _keep(
+    work: _TensorRepair, chunk: ChunkIndex, bad: set[int], reason: str, steps: np.ndarray
+) -> ChunkIndex | None:
+    """Drop the ``bad`` entries of ``chunk`` (for ``reason``) and give the others ``steps``;
+    return the index row left, or None when none is."""
+    keep = np.array([e for e in range(chunk.count) if e not in bad], np.int64)
+    if not len(keep):
+        _drop(work, chunk, reason)
+        return None
+    if bad:
+        lost = np.frombuffer(chunk.steps, "<i8")[sorted(bad)]
+        work.report(
+            chunk,
+            f"dropped {len(bad)} of its {chunk.count} rows ({reason}); steps lost: "
+            f"{_steps_text(lost)}",
+        )
+    shorter = _kept_rows(chunk, keep, steps)
+    if shorter != chunk:
+        work.batch.cut_tensor_chunks.append(shorter)
+    return shorter
+
+
+def _drop(work: _TensorRepair, chunk: ChunkIndex, reason: str) -> None:
+    """Drop a whole chunk from the index."""
+    work.batch.tensor_chunks.append((chunk.series_id, chunk.segment, chunk.chunk))
+    work.report(chunk, f"dropped the chunk ({reason}); {chunk.count} row(s) lost")
+
+
+def _repair_steps(
+    work: _TensorRepair, chunk: ChunkIndex, before: int, steps: np.ndarray
+) -> tuple[set[int], str]:
+    """Compare the chunk's steps with the steps array: restore wrong ones in ``steps`` (in
+    place) or in the steps array; return the entries whose step is not known, and why."""
+    if work.metadata is None:
+        return set(), ""
+    found = work.metadata.chunk_steps(chunk, before)
+    check = check_steps(chunk, found if isinstance(found, str) else found[1])
+    if check is None:
+        return set(), ""
+    if check.steps is None:
+        return set(check.wrong), check.reason
+    if check.array_wrong and not isinstance(found, str):
+        wrong = list(check.wrong)
+        _rewrite_steps(work, found[0][wrong], steps[wrong])
+        work.report(chunk, f"wrote the steps of {len(wrong)} row(s) into the steps array again")
+        return set(), ""
+    if check.wrong:
+        steps[list(check.wrong)] = check.steps[list(check.wrong)]
+        work.report(
+            chunk,
+            f"restored the steps of {len(check.wrong)} row(s) from the steps array "
+            f"({check.reason})",
+        )
+    else:
+        work.report(chunk, f"rebuilt its first and last step from its rows ({check.reason})")
+    return set(), ""
+
+
+def _rewrite_steps(work: _TensorRepair, rows: np.ndarray, steps: np.ndarray) -> None:
+    """Write ``steps`` at ``rows`` of the steps array."""
+    assert work.metadata is not None
+    for number in np.unique(rows // STEPS_CHUNK):
+        path = f"{work.metadata.root}/steps/{chunk_key(int(number), 1)}"
+        block = np.frombuffer(read_file(work.location, path), "<i8").copy()
+        inside = rows // STEPS_CHUNK == number
+        block[rows[inside] % STEPS_CHUNK] = steps[inside]
+        try:
+            work.location.write(path, block.tobytes())
+        except OSError as exc:
+            raise StoreError(f"{work.location.describe(path)} cannot be written ({exc})") from None
+    work.metadata = ZarrMetadata(work.location, list(work.metadata.segments.values()))
+
+
+def _kept_rows(chunk: ChunkIndex, keep: np.ndarray, steps: np.ndarray) -> ChunkIndex:
+    """The index row of ``chunk`` with only the entries ``keep``, holding ``steps``."""
+    positions = chunk.row_positions()[keep]
+    contiguous = bool(np.array_equal(positions, np.arange(len(keep))))
+    kept_steps = steps[keep]
+    return dataclasses.replace(
+        chunk,
+        first_step=int(kept_steps[0]),
+        last_step=int(kept_steps[-1]),
+        count=len(keep),
+        steps=kept_steps.astype("<i8").tobytes(),
+        epochs=np.frombuffer(chunk.epochs, "<i8")[keep].tobytes(),
+        times=np.frombuffer(chunk.times, "<i8")[keep].tobytes(),
+        checksums=np.frombuffer(chunk.checksums, "<u4")[keep].tobytes(),
+        positions=b"" if contiguous else positions.astype("<i8").tobytes(),
+    )
+
+
+def _pad(location: ArrayLocation, segment: Segment, chunk: ChunkIndex, size: int) -> None:
+    """Extend a short raw chunk file with zeros to ``size`` bytes (its rows stay)."""
+    local = location.local_path(chunk_path(segment, chunk))
+    try:
+        with open(local, "r+b") as handle:
+            if os.fstat(handle.fileno()).st_size < size:
+                os.ftruncate(handle.fileno(), size)
+    except OSError as exc:
+        raise StoreError(f"chunk file {local} cannot be padded ({exc})") from None
+
+
+def _repair_metadata(
+    work: _TensorRepair, run: RunRecord, series: SeriesRecord, kept: list[ChunkIndex]
+) -> None:
+    """Write again each ``zarr.json`` of the series that is missing or does not describe
+    its array, from the index rows ``kept``."""
+    metadata = work.metadata
+    assert metadata is not None
+    segments = metadata.segments
+    if metadata.group_problem() is not None:
+        attributes = {"key": series.key, "run": run.id, "rank": series.rank}
+        dtype = segments[min(segments)].dtype
+        document = group_document({"stepstore": {**attributes, "dtype": dtype}})
+        _rewrite(work, f"{metadata.root}/zarr.json", document, metadata.group_problem())
+    ends = [0]  # where the segment before ends in the steps array, by its index or file
+    last_end = 0
+    for number, rows in sorted(metadata.extents(kept).items()):
+        segment = segments[number]
+        problem = metadata.segment_problem(segment, rows)
+        first = metadata.first_row(segment)
+        if problem is not None:
+            first = _confirmed_first_row(metadata, segment, kept, ends)
+            if first is not None:
+                document = array_document(
+                    (rows, *segment.shape),
+                    (segment.chunk_steps, *segment.shape),
+                    segment.dtype,
+                    segment.codec == "zstd",
+                    {"stepstore": {"first_row": first, "dtype": segment.dtype}},
+                )
+                _rewrite(work, f"{segment.path}/zarr.json", document, problem)
+        stored = field_of(metadata.document(f"{segment.path}/zarr.json"), "shape")
+        ends = [(first or 0) + rows]
+        if isinstance(stored, list) and stored and isinstance(stored[0], int):
+            ends.append((first or 0) + stored[0])
+        last_end = max(last_end, ends[0])
+    problem = metadata.steps_problem(last_end)
+    if problem is not None:
+        document = array_document((last_end,), (STEPS_CHUNK,), "int64", False)
+        _rewrite(work, f"{metadata.root}/steps/zarr.json", document, problem)
+
+
+def _confirmed_first_row(
+    metadata: ZarrMetadata, segment: Segment, kept: list[ChunkIndex], guesses: list[int]
+) -> int | None:
+    """The first row of ``segment`` in the steps array: the first of ``guesses`` (where
+    the segment before ends) at which the steps array holds the segment's indexed steps,
+    or None."""
+    chunks = [c for c in kept if c.segment == segment.segment]
+    for guess in guesses:
+        found = [
+            metadata.steps_at(guess + c.chunk * segment.chunk_steps + c.row_positions())
+            for c in chunks
+        ]
+        if all(
+            not isinstance(f, str) and np.array_equal(f, np.frombuffer(c.steps, "<i8"))
+            for f, c in zip(found, chunks, strict=True)
+        ):
+            return guess
+    return None
+
+
+def _rewrite(work: _TensorRepair, path: str, document: bytes, problem: str | None) -> None:
+    """Write a ``zarr.json`` again."""
+    try:
+        work.location.write(path, document)
+    except OSError as exc:
+        raise StoreError(f"{work.location.describe(path)} cannot be written ({exc})") from None
+    work.report(None, f"wrote {work.location.describe(path)} again from the index ({problem})")
 
 
 def _step_summary(
@@ -297,9 +480,32 @@ def _step_summary(
 # -- images and artifacts --------------------------------------------------------------------
 
 
+def _file_fault(
+    location: ArrayLocation,
+    path: str,
+    digest: Callable[[bytes], object],
+    expected: object,
+    mismatch: str,
+) -> str | None:
+    """Why the array file at ``path`` is not as stored (missing, unreadable, or its
+    ``digest`` is not ``expected``: ``mismatch`` names that), or None."""
+    try:
+        data = read_file(location, path)
+    except StoreError as exc:
+        if "is missing" in str(exc):
+            return f"file {location.describe(path)} is missing"
+        return str(exc)
+    return None if digest(data) == expected else f"{mismatch} in {location.describe(path)}"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _repair_images(
     backend: Backend,
     location: ArrayLocation,
+    run: RunRecord,
     series: SeriesRecord,
     where: str,
     batch: RepairBatch,
@@ -309,19 +515,15 @@ def _repair_images(
     repaired: list[Problem] = []
     steps: list[int] = []
     for row in backend.images(series.id):
-        try:
-            ok = zlib.crc32(location.read(row.path)) == row.checksum
-            reason = f"checksum mismatch in {location.describe(row.path)}"
-        except StoreError:
-            ok, reason = False, f"file {location.describe(row.path)} is missing"
-        if ok:
+        fault = _file_fault(location, row.path, zlib.crc32, row.checksum, "checksum mismatch")
+        if fault is None:
             steps.append(row.step)
             continue
         batch.images.append((row.series_id, row.step, row.position))
         repaired.append(
             Problem(
                 f"{where} image step {row.step} position {row.position}",
-                f"removed the image from the index ({reason})",
+                f"removed the image from the index ({fault})",
             )
         )
     steps.extend(r.step for r in backend.records(series.id))
@@ -337,18 +539,17 @@ def _repair_artifacts(
     """Add to ``batch`` the removal of artifacts whose file is missing or fails its SHA-256."""
     repaired: list[Problem] = []
     for row in backend.artifacts(run_id):
-        try:
-            ok = hashlib.sha256(location.read(row.path)).hexdigest() == row.sha256
-            reason = f"SHA-256 mismatch in {location.describe(row.path)}"
-        except StoreError:
-            ok, reason = False, f"file {location.describe(row.path)} is missing"
-        if ok:
+        fault = _file_fault(location, row.path, _sha256, row.sha256, "SHA-256 mismatch")
+        if fault is None:
             continue
         batch.artifacts.append((run_id, row.name))
         repaired.append(
             Problem(
                 f"run {run_id} artifact {row.name!r}",
-                f"removed the artifact from the index ({reason})",
+                f"removed the artifact from the index ({fault})",
             )
         )
     return repaired
+
+
+_REPAIRS = {"scalar": _repair_scalars, "tensor": _repair_tensor, "image": _repair_images}

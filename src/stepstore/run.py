@@ -35,6 +35,7 @@ from .errors import (
     NotFoundError,
     RunStateError,
     StepOrderError,
+    StoreError,
     WriterError,
 )
 from .journal import RECORD, Journal, is_held, journal_name
@@ -216,6 +217,11 @@ class Run:
                 f"run {record.name} ({record.id}) rank {rank}: another process started "
                 "recording it at the same moment; one process records a run at a time"
             ) from None
+        except OSError as exc:  # a full disk, a read-only journal directory
+            raise StoreError(
+                f"run {record.name} ({record.id}): cannot create its journal in "
+                f"{backend.journal_dir} ({exc})"
+            ) from exc
         for key, state in self._keys.items():
             self._journal.add_key(state.id, key, state.kind)
         self._mm = self._journal.mm

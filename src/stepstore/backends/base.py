@@ -15,10 +15,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from ..series.chunk import EncodedChunk
+import numpy as np
+
+from ..errors import StoreError
+from ..series import chunk as chunk_codec
+from ..series.chunk import NO_EPOCH, STATS_DTYPE, Columns, EncodedChunk
 from ..series.tail import Summary
+from ..tensors.dtypes import DTYPES
 from ..tensors.index import ChunkIndex, Segment
 
 #: Columns of the runs table, in the order every backend selects them.
@@ -41,7 +46,6 @@ RUN_COLUMNS = (
     "journal_seq",
     "array_store",
 )
-JSON_FIELDS = ("params", "tags", "env", "capture", "writer")
 UPDATABLE = frozenset({"status", "ended", "heartbeat", "capture", "writer", "journal_seq"})
 #: Fields of a non-zero rank's row (see :class:`RankRecord`) that a commit may set.
 RANK_UPDATABLE = frozenset({"status", "ended", "heartbeat", "journal_seq"})
@@ -49,7 +53,12 @@ RANK_UPDATABLE = frozenset({"status", "ended", "heartbeat", "journal_seq"})
 #: Columns of the run_ranks table, in the order of :class:`RankRecord`'s fields.
 RANK_COLUMNS = ("run_id", "rank", "host", "pid", "status", "heartbeat", "ended", "journal_seq")
 
+#: Chunks whose blobs one page of :meth:`Backend.check` holds in memory.
+CHECK_PAGE = 64
+
 RUN_STATUSES = ("running", "finished", "crashed", "incomplete", "failed", "killed")
+
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -115,6 +124,8 @@ class ChunkRow:
     stats: bytes
     data: bytes | None
     checksum: int
+    min_epoch: int | None
+    max_epoch: int | None
 
 
 @dataclass(frozen=True)
@@ -175,6 +186,8 @@ class RepairBatch:
 
     Attributes:
         chunks: Scalar chunks to delete, as ``(series_id, seq)``.
+        chunk_index: Scalar chunks whose index fields and statistics to set from these
+            (made from the chunk's own points), as ``(series_id, chunk)``; the blob stays.
         summaries: Full summaries to set on scalar series, as ``(series_id, summary)``.
         step_summaries: Summaries to set on non-scalar series, as
             ``(series_id, count, first_step, last_step)``.
@@ -185,6 +198,7 @@ class RepairBatch:
     """
 
     chunks: list[tuple[int, int]] = field(default_factory=list)
+    chunk_index: list[tuple[int, EncodedChunk]] = field(default_factory=list)
     summaries: list[tuple[int, Summary]] = field(default_factory=list)
     step_summaries: list[tuple[int, int, int | None, int | None]] = field(default_factory=list)
     tensor_chunks: list[tuple[int, int, int]] = field(default_factory=list)
@@ -195,6 +209,7 @@ class RepairBatch:
     def __bool__(self) -> bool:
         return bool(
             self.chunks
+            or self.chunk_index
             or self.summaries
             or self.step_summaries
             or self.tensor_chunks
@@ -241,6 +256,241 @@ def flatten_params(
             yield path, None, json.dumps(value, sort_keys=True, default=str)
 
 
+# -- rows as read back -------------------------------------------------------------------
+#
+# A damaged database can hand back a value of another type than its column's (a byte flip
+# in a SQLite record header, say). Rows are checked as they are read, so such damage is a
+# StoreError naming the store and the column, not a TypeError somewhere downstream.
+
+
+class _TypeMismatchError(Exception):
+    """A stored value is not of its column's type; the message says what was expected."""
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, int):
+        return int(value)
+    raise _TypeMismatchError("an integer")
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _TypeMismatchError("a number")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise _TypeMismatchError("text")
+
+
+def _blob(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise _TypeMismatchError("bytes")
+
+
+def _json(value: Any, kind: type, expected: str) -> Any:
+    try:
+        parsed = json.loads(_text(value))
+    except ValueError:
+        raise _TypeMismatchError(expected) from None
+    if not isinstance(parsed, kind):
+        raise _TypeMismatchError(expected)
+    return parsed
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    shape = _json(value, list, "a JSON list of sizes")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise _TypeMismatchError("a JSON list of sizes")
+    return tuple(shape)
+
+
+def _dtype(value: Any) -> str:
+    if _text(value) in DTYPES:
+        return str(value)
+    raise _TypeMismatchError(f"one of {', '.join(DTYPES)}")
+
+
+def _tags(value: Any) -> list[str]:
+    tags = _json(value, list, "a JSON list of tags")
+    if not all(isinstance(t, str) for t in tags):
+        raise _TypeMismatchError("a JSON list of tags")
+    return tags
+
+
+_KINDS: dict[str, Any] = {
+    "int": _integer,
+    "bool": lambda value: bool(_integer(value)),
+    "float": _number,
+    "text": _text,
+    "blob": _blob,
+    "object": lambda value: _json(value, dict, "a JSON object"),
+    "tags": _tags,
+    "shape": _shape,
+    "dtype": _dtype,
+}
+
+#: Columns of each record read back, as ``name:kind`` (``?``: NULL allowed).
+ROW_TYPES: dict[type, str] = {
+    RunRecord: "id:text project:text name:text status:text created:float ended:float? "
+    "heartbeat:float? host:text pid:int git_commit:text? params:object tags:tags env:object "
+    "capture:object writer:object journal_seq:int array_store:text?",
+    RankRecord: "run_id:text rank:int host:text pid:int status:text heartbeat:float? "
+    "ended:float? journal_seq:int",
+    ChunkRow: "series_id:int seq:int first_step:int last_step:int count:int sealed:bool "
+    "stats:blob data:blob? checksum:int min_epoch:int? max_epoch:int?",
+    Segment: "series_id:int segment:int shape:shape dtype:dtype chunk_steps:int codec:text "
+    "path:text",
+    ChunkIndex: "series_id:int segment:int chunk:int first_step:int last_step:int count:int "
+    "sealed:bool steps:blob epochs:blob times:blob checksums:blob positions:blob",
+    RecordRow: "series_id:int step:int epoch:int? time:int data:text",
+    ImageRow: "series_id:int step:int position:int epoch:int? time:int caption:text? "
+    "path:text size:int checksum:int",
+    ArtifactRow: "run_id:text name:text path:text size:int sha256:text created:float",
+}
+#: Columns of a series row: id, key, kind, the summary and the rank.
+SERIES_TYPES = (
+    "id:int key:text kind:text count:int min:float? max:float? last:float? first_step:int? "
+    "last_step:int? rank:int"
+)
+
+
+def decode_row(values: Sequence[Any], types: str, where: str) -> list[Any]:
+    """``values`` as the types ``types`` names (``name:kind`` per column, ``?`` where NULL is
+    allowed).
+
+    Raises:
+        StoreError: A value is of another type (the database is damaged); the message
+            starts with ``where`` and names the column.
+    """
+    columns = types.split()
+    if len(values) != len(columns):
+        raise StoreError(f"{where}: a row holds {len(values)} values, expected {len(columns)}")
+    decoded: list[Any] = []
+    for column, value in zip(columns, values, strict=True):
+        name, kind = column.split(":")
+        if value is None and kind.endswith("?"):
+            decoded.append(None)
+            continue
+        try:
+            decoded.append(_KINDS[kind.rstrip("?")](value))
+        except _TypeMismatchError as exc:
+            raise StoreError(
+                f"{where}: column {name} holds {value!r:.80}, expected {exc}; the database is "
+                "damaged"
+            ) from None
+    return decoded
+
+
+def row_of(cls: type[_R], values: Sequence[Any], where: str) -> _R:
+    """A record of type ``cls`` (a key of :data:`ROW_TYPES`) from a row read back; raises
+    ``StoreError`` naming ``where`` and the column when a value has another type."""
+    return cls(*decode_row(values, ROW_TYPES[cls], where))
+
+
+# -- scalar chunks against their index rows ------------------------------------------------
+
+
+def decode_chunk(row: ChunkRow, where: str) -> Columns:
+    """The points of a scalar chunk row read with its data.
+
+    Raises:
+        StoreError: The blob fails its checksum, does not decode or holds no point; the
+            message starts with ``where``.
+    """
+    data = row.data or b""
+    if chunk_codec.checksum(data) != row.checksum:
+        raise StoreError(f"{where}: checksum mismatch")
+    columns = chunk_codec.decode(data, where)
+    if not len(columns.step):
+        raise StoreError(f"{where}: the chunk holds no point")
+    return columns
+
+
+def index_fields(row: ChunkRow, columns: Columns) -> EncodedChunk:
+    """What the index row of a scalar chunk holding ``columns`` says (its blob is kept)."""
+    epochs = columns.epoch[columns.epoch != NO_EPOCH]
+    return EncodedChunk(
+        seq=row.seq,
+        sealed=row.sealed,
+        first_step=int(columns.step[0]),
+        last_step=int(columns.step[-1]),
+        min_epoch=int(epochs.min()) if len(epochs) else None,
+        max_epoch=int(epochs.max()) if len(epochs) else None,
+        size=len(columns.step),
+        stats=chunk_codec.compute_stats(columns).tobytes(),
+        data=row.data or b"",
+        checksum=row.checksum,
+    )
+
+
+def index_differences(row: ChunkRow, expected: EncodedChunk, values: np.ndarray) -> list[str]:
+    """Fields of a scalar chunk's index row that differ from ``expected`` (see
+    :func:`index_fields`), statistics by name; ``values`` are the chunk's values.
+
+    The sum may differ in its last bits (a summation order of another NumPy); the other
+    statistics are picked from the points, so they must match bit for bit.
+    """
+    differ = [
+        name
+        for name, stored, made in (
+            ("first_step", row.first_step, expected.first_step),
+            ("last_step", row.last_step, expected.last_step),
+            ("min_epoch", row.min_epoch, expected.min_epoch),
+            ("max_epoch", row.max_epoch, expected.max_epoch),
+            ("count", row.count, expected.size),
+        )
+        if stored != made
+    ]
+    if len(row.stats) != STATS_DTYPE.itemsize:
+        return [*differ, "statistics"]
+    stored, made = (np.frombuffer(b, STATS_DTYPE)[0] for b in (row.stats, expected.stats))
+    for name in STATS_DTYPE.names or ():
+        if stored[name].tobytes() == made[name].tobytes():
+            continue
+        if name == "sum" and _close_sums(float(stored[name]), float(made[name]), values):
+            continue
+        differ.append(f"statistics {name}")
+    return differ
+
+
+def _close_sums(stored: float, made: float, values: np.ndarray) -> bool:
+    """Whether two sums of ``values`` differ only by rounding."""
+    if not (math.isfinite(stored) and math.isfinite(made)):
+        return False
+    scale = float(np.nansum(np.abs(values[np.isfinite(values)])))
+    return abs(stored - made) <= 1e-9 * scale
+
+
+def chunk_problem(row: ChunkRow, where: str) -> str | None:
+    """What is wrong with a scalar chunk read with its data (``where`` names it), or None."""
+    try:
+        columns = decode_chunk(row, where)
+    except StoreError as exc:
+        return str(exc).removeprefix(f"{where}: ")
+    differ = index_differences(row, index_fields(row, columns), columns.value)
+    if differ:
+        return f"its index row differs from its points ({', '.join(differ)})"
+    return None
+
+
+def _chunk_problems(
+    values: Sequence[Any], names: dict[Any, tuple[str, str, int]]
+) -> list[tuple[tuple[str, str, int, int], Problem]]:
+    """The problem of one chunk row (columns of :class:`ChunkRow`), with its sort key."""
+    run_id, key, rank = names.get(values[0], ("?", f"<series {values[0]!r}>", 0))
+    seq = values[1] if isinstance(values[1], int) else -1
+    where = f"{series_label(run_id, key, rank)} chunk {values[1]!r}"
+    try:
+        what = chunk_problem(row_of(ChunkRow, values, where), where)
+    except StoreError as exc:
+        what = str(exc).removeprefix(f"{where}: ")
+    return [] if what is None else [((run_id, key, rank, seq), Problem(where, what))]
+
+
 def series_label(run_id: str, key: str, rank: int = 0) -> str:
     """How messages name a series: ``run ID key 'KEY'``, then ``rank N`` for a non-zero rank."""
     return f"run {run_id} key {key!r}" + (f" rank {rank}" if rank else "")
@@ -282,11 +532,13 @@ class Backend(ABC):
     stale_after: float = 60.0
 
     def _record(self, row: Sequence[Any]) -> RunRecord:
-        """A run row (columns as :data:`RUN_COLUMNS`) as a record, stale status applied."""
-        data = dict(zip(RUN_COLUMNS, row, strict=True))
-        for name in JSON_FIELDS:
-            data[name] = json.loads(data[name])
-        record = RunRecord(**data)
+        """A run row (columns as :data:`RUN_COLUMNS`) as a record, stale status applied.
+
+        Raises:
+            StoreError: The row is damaged (a value of another type, JSON that does not
+                parse).
+        """
+        record = row_of(RunRecord, row, f"{self.uri}: run {row[0]!r:.80}")
         if record.status == "running" and (record.heartbeat or record.created) < (
             time.time() - self.stale_after
         ):
@@ -295,7 +547,7 @@ class Backend(ABC):
 
     def _rank_record(self, row: Sequence[Any]) -> RankRecord:
         """A rank row (columns as :data:`RANK_COLUMNS`) as a record, stale status applied."""
-        record = RankRecord(*row)
+        record = row_of(RankRecord, row, f"{self.uri}: a rank of run {row[0]!r:.80}")
         if record.status == "running" and (record.heartbeat or 0.0) < (
             time.time() - self.stale_after
         ):
@@ -416,9 +668,64 @@ class Backend(ABC):
     def apply_repairs(self, batch: RepairBatch) -> None:
         """Apply the edits of ``batch`` in one transaction (an empty batch writes nothing)."""
 
-    @abstractmethod
     def check(self) -> list[Problem]:
-        """Verify schema, metadata and every chunk checksum; return what is damaged."""
+        """Verify the database itself and every scalar chunk: its checksum, that it decodes
+        and that its index row (steps, epochs, count, statistics) is that of its points.
+
+        Returns what is damaged: the database's own problems first, then chunks by run, key
+        and chunk. Chunks are read in pages of :data:`CHECK_PAGE`, each on its own, so a
+        check of a large store neither holds every blob in memory nor blocks writers; a
+        page that cannot be read is reported and ends the scan (the database is damaged).
+        """
+        problems = self._check_database()
+        names = self._names(problems)
+        found: list[tuple[tuple[str, str, int, int], Problem]] = []
+        after: tuple[Any, Any] = (-1, -1)
+        while True:
+            try:
+                page = self._chunk_page(after, CHECK_PAGE)
+            except StoreError as exc:
+                problems.append(Problem(self.uri, str(exc)))
+                break
+            for values in page:
+                found.extend(_chunk_problems(values, names))
+            if len(page) < CHECK_PAGE:
+                break
+            after = (page[-1][0], page[-1][1])
+        return problems + [problem for _, problem in sorted(found, key=lambda item: item[0])]
+
+    def _names(self, problems: list[Problem]) -> dict[Any, tuple[str, str, int]]:
+        """Run id, key and rank of each series id, for messages; a series row that cannot
+        be read is added to ``problems`` (its chunks are then named by series id)."""
+        try:
+            rows = self._series_names()
+        except StoreError as exc:
+            problems.append(Problem(self.uri, str(exc)))
+            return {}
+        names = {}
+        for row in rows:
+            try:
+                sid, run_id, key, rank = decode_row(
+                    row, "id:int run_id:text key:text rank:int", f"{self.uri}: series {row[0]!r}"
+                )
+            except StoreError as exc:
+                problems.append(Problem(self.uri, str(exc)))
+                continue
+            names[sid] = (run_id, key, rank)
+        return names
+
+    @abstractmethod
+    def _check_database(self) -> list[Problem]:
+        """Problems of the database itself (its integrity, its schema version)."""
+
+    @abstractmethod
+    def _series_names(self) -> list[Any]:
+        """Rows ``(id, run_id, key, rank)`` of every series, unchecked."""
+
+    @abstractmethod
+    def _chunk_page(self, after: tuple[Any, Any], size: int) -> list[Any]:
+        """Up to ``size`` chunk rows (columns of :class:`ChunkRow`, with data, unchecked)
+        whose ``(series_id, seq)`` follows ``after``, in that order."""
 
     @abstractmethod
     def close(self) -> None:

@@ -215,6 +215,9 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX series_run_key, "
         'ADD UNIQUE KEY series_run_key (run_id, key_hash, "rank")',
     ],
+    [  # check --repair keeps the intact rows of a chunk: where each lies in its chunk
+        'ALTER TABLE tensor_chunks ADD COLUMN "positions" LONGBLOB NOT NULL',
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -237,6 +240,7 @@ class MySQLBackend(SQLBackend):
     default_port = 3306
     current_schema_sql = "DATABASE()"
     summary_columns = (*SQLBackend.summary_columns, "inf_flags")
+    summary_types = f"{SQLBackend.summary_types} inf_flags:int"
     _collation = _COLLATIONS[-1]
 
     def _connect(self) -> Any:

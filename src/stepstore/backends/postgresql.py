@@ -165,6 +165,9 @@ MIGRATIONS: list[list[str]] = [
             journal_seq BIGINT NOT NULL DEFAULT 0,
             PRIMARY KEY (run_id, "rank"))""",
     ],
+    [  # check --repair keeps the intact rows of a chunk: where each lies in its chunk
+        "ALTER TABLE tensor_chunks ADD COLUMN positions BYTEA NOT NULL DEFAULT ''",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -202,8 +205,10 @@ class PostgresBackend(SQLBackend):
         try:
             connection.execute(f"SET synchronous_commit = {'on' if self.fsync else 'off'}")
             connection.commit()
-        except BaseException:
+        except BaseException as exc:
             connection.close()
+            if isinstance(exc, psycopg.Error):
+                raise StoreError(f"cannot connect to {self.uri}: {self._reason(exc)}") from exc
             raise
         return connection
 

@@ -59,7 +59,6 @@ from ..errors import (
     SchemaVersionError,
     StoreError,
 )
-from ..series import chunk as chunk_codec
 from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
@@ -78,19 +77,19 @@ from .base import (
     RunRecord,
     SeriesRecord,
     chunk_selection,
+    decode_row,
     flatten_params,
+    row_of,
     run_row,
-    series_label,
 )
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: Seconds a connection attempt may take before the store is reported unreachable.
 CONNECT_TIMEOUT = 10
 #: Attempts at a transaction the server aborted as a deadlock or serialization failure.
 ATTEMPTS = 5
-#: Chunks whose blobs one page of :meth:`SQLBackend.check` holds in memory.
-CHECK_PAGE = 64
 
 CHUNK_COLUMNS = (
     "series_id",
@@ -111,7 +110,10 @@ TENSOR_CHUNK = tuple(f.name for f in dataclasses.fields(ChunkIndex))
 RECORD = tuple(f.name for f in dataclasses.fields(RecordRow))
 IMAGE = tuple(f.name for f in dataclasses.fields(ImageRow))
 ARTIFACT = tuple(f.name for f in dataclasses.fields(ArtifactRow))
-_CHUNK_READ = "series_id, seq, first_step, last_step, count, sealed, stats, {data}, checksum"
+_CHUNK_READ = (
+    "series_id, seq, first_step, last_step, count, sealed, stats, {data}, checksum, min_epoch, "
+    "max_epoch"
+)
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Query parameters that change how a client connects, not which store it reaches.
 _CONNECTION_ONLY = frozenset({"password", "connect_timeout", "sslmode", "application_name"})
@@ -273,6 +275,10 @@ class SQLBackend(Backend):
         "first_step",
         "last_step",
     )
+    #: Types of :attr:`summary_columns` as stored (see ``base.decode_row``).
+    summary_types: ClassVar[str] = (
+        "count:int min:float? max:float? last:float? first_step:int? last_step:int?"
+    )
     #: Conflict target of the unique (run, key, rank) index of ``series`` (for upserts).
     series_key_conflict: ClassVar[str] = '(run_id, "key", "rank")'
 
@@ -392,13 +398,14 @@ class SQLBackend(Backend):
             self._finalizer = None
         self._connection_obj = None
 
-    def _run(self, work: Callable[[Any], _T]) -> _T:
+    def _run(self, work: Callable[[Any], _T], what: str) -> _T:
         """Run ``work(cursor)`` in a transaction of its own and commit it.
 
         Retries a transaction that the server aborted as a deadlock or serialization
         failure, or that lost its connection before ``COMMIT`` was sent (a server restart,
         an idle connection killed): nothing of it was committed, and the retry connects
-        again. Rolls back and reports any other failure (driver errors as ``StoreError``).
+        again. Rolls back and reports any other failure: a driver error as a
+        ``StoreError`` naming the store and ``what`` the transaction was doing.
         """
         with self._lock:
             attempt = 1
@@ -421,16 +428,23 @@ class SQLBackend(Backend):
                         time.sleep(random.uniform(0.005, 0.05) * attempt)
                         attempt += 1
                         continue
-                    raise StoreError(f"{self.uri}: {self._reason(exc)}") from exc
+                    raise StoreError(f"{self.uri}: {what}: {self._reason(exc)}") from exc
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of one read statement."""
+    def _query(
+        self, sql: str, args: Sequence[Any] = (), what: str = "the database"
+    ) -> list[tuple[Any, ...]]:
+        """Rows of one read statement, which reads ``what`` (named in errors)."""
 
         def work(cursor: Any) -> list[tuple[Any, ...]]:
             cursor.execute(sql, args)
             return list(cursor.fetchall())
 
-        return self._run(work)
+        return self._run(work, f"reading {what}")
+
+    def _rows_of(self, cls: type[_R], sql: str, args: Sequence[Any], what: str) -> list[_R]:
+        """Rows of one read statement as records of type ``cls``, checked."""
+        where = f"{self.uri}: reading {what}"
+        return [row_of(cls, row, where) for row in self._query(sql, args, what)]
 
     @staticmethod
     def _many(cursor: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -449,12 +463,18 @@ class SQLBackend(Backend):
             return 0
         cursor.execute("SELECT value FROM meta WHERE \"key\" = 'schema_version'")
         row = cursor.fetchone()
-        return int(row[0]) if row else 0
+        try:
+            return int(row[0]) if row else 0
+        except (TypeError, ValueError):
+            raise StoreError(
+                f"{self.uri}: the schema version {row[0]!r:.40} is not a number; the database "
+                "is damaged"
+            ) from None
 
     @property
     def schema_version(self) -> int:
         """The schema version of the open store."""
-        return self._run(self._read_version)
+        return self._run(self._read_version, "reading the schema version")
 
     def _refuse_newer(self, version: int) -> None:
         supported = len(self.migrations)
@@ -465,7 +485,7 @@ class SQLBackend(Backend):
             )
 
     def _migrate(self, create: bool) -> None:
-        version = self._run(self._read_version)
+        version = self._run(self._read_version, "reading the schema version")
         self._refuse_newer(version)
         if version == len(self.migrations):
             return
@@ -474,7 +494,7 @@ class SQLBackend(Backend):
                 f"{self.uri}: not a stepstore store (the database holds no stepstore "
                 "schema); record a run with stepstore.init(store=...) first"
             )
-        self._run(self._apply_migrations)
+        self._run(self._apply_migrations, "migrating the schema")
 
     def _apply_migrations(self, cursor: Any) -> None:
         with self._schema_lock(cursor):
@@ -528,7 +548,7 @@ class SQLBackend(Backend):
             )
             self._many(cursor, "INSERT INTO run_tags (run_id, tag) VALUES (%s, %s)", tags)
 
-        self._run(work)
+        self._run(work, f"writing run {run.id}")
 
     def get_run(self, id_or_name: str) -> RunRecord:
         select = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
@@ -541,11 +561,11 @@ class SQLBackend(Backend):
                 rows = cursor.fetchall()
             return list(rows)
 
-        rows = self._run(work)
+        rows = self._run(work, f"reading run {id_or_name!r}")
         if not rows:
             raise NotFoundError(f"no run with id or name {id_or_name!r} in {self.uri}")
         if len(rows) > 1:
-            ids = ", ".join(row[0] for row in rows)
+            ids = ", ".join(str(row[0]) for row in rows)
             raise InvalidArgumentError(
                 f"run name {id_or_name!r} is ambiguous in {self.uri}: use one of the ids {ids}"
             )
@@ -568,7 +588,7 @@ class SQLBackend(Backend):
         query = f"SELECT {', '.join('r.' + c for c in RUN_COLUMNS)} FROM runs r"
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        rows = self._query(query + " ORDER BY r.created, r.id", args)
+        rows = self._query(query + " ORDER BY r.created, r.id", args, "the runs")
         return [self._record(row) for row in rows]
 
     @staticmethod
@@ -587,7 +607,9 @@ class SQLBackend(Backend):
         )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
-        self._run(lambda cursor: self._set_run_fields(cursor, run_id, fields))
+        self._run(
+            lambda cursor: self._set_run_fields(cursor, run_id, fields), f"writing run {run_id}"
+        )
 
     # -- series ----------------------------------------------------------------------------
 
@@ -601,14 +623,17 @@ class SQLBackend(Backend):
         self._run(
             lambda cursor: cursor.execute(
                 upsert, (run_id, rank, host, pid, "running", time.time(), None)
-            )
+            ),
+            f"writing rank {rank} of run {run_id}",
         )
         return next(r for r in self.ranks(run_id) if r.rank == rank)
 
     def ranks(self, run_id: str) -> list[RankRecord]:
         columns = ", ".join(f'"{c}"' for c in RANK_COLUMNS)
         rows = self._query(
-            f'SELECT {columns} FROM run_ranks WHERE run_id = %s ORDER BY "rank"', (run_id,)
+            f'SELECT {columns} FROM run_ranks WHERE run_id = %s ORDER BY "rank"',
+            (run_id,),
+            f"the ranks of run {run_id}",
         )
         return [self._rank_record(row) for row in rows]
 
@@ -620,11 +645,16 @@ class SQLBackend(Backend):
         args: tuple[Any, ...] = (run_id,)
         if rank is not None:
             query, args = query + ' AND "rank" = %s', (run_id, rank)
-        rows = self._query(query + ' ORDER BY "key", "rank"', args)
-        return [
-            SeriesRecord(sid, run_id, key, kind, self._summary(kind, values), series_rank)
-            for sid, key, kind, *values, series_rank in rows
-        ]
+        what = f"the series of run {run_id}"
+        types = f"id:int key:text kind:text {self.summary_types} rank:int"
+        records = []
+        for row in self._query(query + ' ORDER BY "key", "rank"', args, what):
+            sid, key, kind, *values, series_rank = decode_row(
+                row, types, f"{self.uri}: reading {what}"
+            )
+            summary = self._summary(kind, values)
+            records.append(SeriesRecord(sid, run_id, key, kind, summary, series_rank))
+        return records
 
     def ensure_series(self, run_id: str, key: str, kind: str, rank: int = 0) -> int:
         select = 'SELECT id, kind FROM series WHERE run_id = %s AND "key" = %s AND "rank" = %s'
@@ -639,9 +669,12 @@ class SQLBackend(Backend):
                 cursor.execute(insert, (run_id, key, kind, rank))
                 cursor.execute(select, (run_id, key, rank))
                 row = cursor.fetchone()
-            return int(row[0]), str(row[1])
+            series_id, stored = decode_row(
+                row, "id:int kind:text", f"{self.uri}: series {key!r} of run {run_id}"
+            )
+            return int(series_id), str(stored)
 
-        series_id, stored = self._run(work)
+        series_id, stored = self._run(work, f"writing series {key!r} of run {run_id}")
         if stored != kind:
             raise KindMismatchError(
                 f"key {key!r} of run {run_id} holds {stored} values; got a {kind}"
@@ -650,21 +683,8 @@ class SQLBackend(Backend):
 
     def _chunk_rows(self, clause: str, args: Sequence[Any], with_data: bool) -> list[ChunkRow]:
         columns = _CHUNK_READ.format(data="data" if with_data else "NULL")
-        rows = self._query(f"SELECT {columns} FROM chunks {clause}", args)
-        return [
-            ChunkRow(
-                sid,
-                seq,
-                first,
-                last,
-                count,
-                bool(sealed),
-                bytes(stats),
-                None if data is None else bytes(data),
-                crc,
-            )
-            for sid, seq, first, last, count, sealed, stats, data, crc in rows
-        ]
+        what = f"the chunks of series {args[0]}"
+        return self._rows_of(ChunkRow, f"SELECT {columns} FROM chunks {clause}", args, what)
 
     def open_chunk(self, series_id: int) -> ChunkRow | None:
         rows = self._chunk_rows(
@@ -673,7 +693,11 @@ class SQLBackend(Backend):
         return rows[0] if rows and not rows[0].sealed else None
 
     def next_chunk_seq(self, series_id: int) -> int:
-        ((last,),) = self._query("SELECT MAX(seq) FROM chunks WHERE series_id = %s", (series_id,))
+        ((last,),) = self._query(
+            "SELECT MAX(seq) FROM chunks WHERE series_id = %s",
+            (series_id,),
+            f"the chunks of series {series_id}",
+        )
         return 0 if last is None else int(last) + 1
 
     def commit(
@@ -710,7 +734,7 @@ class SQLBackend(Backend):
             if run_fields:
                 self._set_run_fields(cursor, run_id, run_fields, rank)
 
-        self._run(work)
+        self._run(work, f"writing the points of run {run_id}")
 
     def chunks(
         self,
@@ -787,7 +811,7 @@ class SQLBackend(Backend):
             )
 
         if batch:
-            self._run(work)
+            self._run(work, "writing tensor, image, record and artifact index rows")
 
     def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
         def work(cursor: Any) -> tuple[list[Any], list[Any]]:  # chunks first: see Backend
@@ -804,41 +828,37 @@ class SQLBackend(Backend):
             )
             return list(cursor.fetchall()), chunks
 
-        segment_rows, chunk_rows = self._run(work)
-        segments = []
-        for row in segment_rows:
-            fields = dict(zip(SEGMENT, row, strict=True))
-            fields["shape"] = tuple(json.loads(fields["shape"]))
-            segments.append(Segment(**fields))
-        chunks = []
-        for row in chunk_rows:
-            fields = dict(zip(TENSOR_CHUNK, row, strict=True))
-            fields["sealed"] = bool(fields["sealed"])
-            for name in ("steps", "epochs", "times", "checksums"):
-                fields[name] = bytes(fields[name])
-            chunks.append(ChunkIndex(**fields))
-        return segments, chunks
+        what = f"the tensor index of series {series_id}"
+        segment_rows, chunk_rows = self._run(work, f"reading {what}")
+        where = f"{self.uri}: reading {what}"
+        return (
+            [row_of(Segment, row, where) for row in segment_rows],
+            [row_of(ChunkIndex, row, where) for row in chunk_rows],
+        )
 
     def records(self, series_id: int) -> list[RecordRow]:
-        rows = self._query(
+        return self._rows_of(
+            RecordRow,
             f"SELECT {', '.join(RECORD)} FROM records WHERE series_id = %s ORDER BY step, id",
             (series_id,),
+            f"the records of series {series_id}",
         )
-        return [RecordRow(*row) for row in rows]
 
     def images(self, series_id: int) -> list[ImageRow]:
-        rows = self._query(
+        return self._rows_of(
+            ImageRow,
             f"SELECT {', '.join(IMAGE)} FROM images WHERE series_id = %s ORDER BY step, position",
             (series_id,),
+            f"the images of series {series_id}",
         )
-        return [ImageRow(*row) for row in rows]
 
     def artifacts(self, run_id: str) -> list[ArtifactRow]:
-        rows = self._query(
+        return self._rows_of(
+            ArtifactRow,
             f"SELECT {', '.join(ARTIFACT)} FROM artifacts WHERE run_id = %s ORDER BY name",
             (run_id,),
+            f"the artifacts of run {run_id}",
         )
-        return [ArtifactRow(*row) for row in rows]
 
     def apply_repairs(self, batch: RepairBatch) -> None:
         tensor_key = "WHERE series_id = %s AND segment = %s AND chunk = %s"
@@ -848,9 +868,19 @@ class SQLBackend(Backend):
             for c in batch.cut_tensor_chunks
         ]
         set_summary = ", ".join(f"{name} = %s" for name in self.summary_columns)
+        chunk_index = [
+            (c.first_step, c.last_step, c.min_epoch, c.max_epoch, c.size, c.stats, sid, c.seq)
+            for sid, c in batch.chunk_index
+        ]
 
         def work(cursor: Any) -> None:
             self._many(cursor, "DELETE FROM chunks WHERE series_id = %s AND seq = %s", batch.chunks)
+            self._many(
+                cursor,
+                "UPDATE chunks SET first_step = %s, last_step = %s, min_epoch = %s, "
+                "max_epoch = %s, count = %s, stats = %s WHERE series_id = %s AND seq = %s",
+                chunk_index,
+            )
             self._many(cursor, f"DELETE FROM tensor_chunks {tensor_key}", batch.tensor_chunks)
             self._many(cursor, f"UPDATE tensor_chunks SET {set_cut} {tensor_key}", cuts)
             self._many(
@@ -873,54 +903,29 @@ class SQLBackend(Backend):
             )
 
         if batch:
-            self._run(work)
+            self._run(work, "writing repairs")
 
     # -- integrity -------------------------------------------------------------------------
 
-    def check(self) -> list[Problem]:
-        """Verify the schema version and every chunk's checksum and point count.
-
-        Chunks are read in pages of :data:`CHECK_PAGE`, each in a transaction of its own,
-        so a check of a large store neither holds every blob in memory nor blocks writers.
-        Problems come in run id, key and chunk order.
-        """
-        problems: list[tuple[tuple[str, str, int, int], Problem]] = []
-        version = self.schema_version
+    def _check_database(self) -> list[Problem]:
+        try:
+            version = self.schema_version
+        except StoreError as exc:
+            return [Problem(self.uri, str(exc))]
         if version != len(self.migrations):
-            what = f"schema version {version}, expected {len(self.migrations)}"
-            problems.append((("", "", -1, -1), Problem(self.uri, what)))
-        names = {
-            sid: (run_id, key, rank)
-            for sid, run_id, key, rank in self._query(
-                'SELECT id, run_id, "key", "rank" FROM series'
-            )
-        }
-        after = (-1, -1)
-        while True:
-            page = self._query(
-                "SELECT series_id, seq, count, checksum, data FROM chunks "
-                "WHERE (series_id, seq) > (%s, %s) ORDER BY series_id, seq LIMIT %s",
-                (*after, CHECK_PAGE),
-            )
-            for sid, seq, count, crc, data in page:
-                run_id, key, rank = names.get(sid, ("?", f"<series {sid}>", 0))
-                order = (run_id, key, rank, seq)
-                where = f"{series_label(run_id, key, rank)} chunk {seq}"
-                blob = bytes(data)
-                if chunk_codec.checksum(blob) != crc:
-                    problems.append((order, Problem(where, "checksum mismatch")))
-                    continue
-                try:
-                    if len(chunk_codec.decode(blob, where).step) != count:
-                        problems.append(
-                            (order, Problem(where, "point count differs from its index"))
-                        )
-                except Exception as exc:  # noqa: BLE001 - report, do not stop checking
-                    problems.append((order, Problem(where, str(exc))))
-            if len(page) < CHECK_PAGE:
-                break
-            after = (page[-1][0], page[-1][1])
-        return [problem for _, problem in sorted(problems, key=lambda item: item[0])]
+            return [Problem(self.uri, f"schema version {version}, expected {len(self.migrations)}")]
+        return []
+
+    def _series_names(self) -> list[Any]:
+        return self._query('SELECT id, run_id, "key", "rank" FROM series', (), "the series")
+
+    def _chunk_page(self, after: tuple[Any, Any], size: int) -> list[Any]:
+        return self._query(
+            f"SELECT {_CHUNK_READ.format(data='data')} FROM chunks "
+            "WHERE (series_id, seq) > (%s, %s) ORDER BY series_id, seq LIMIT %s",
+            (*after, size),
+            "the chunks",
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -7,26 +7,39 @@ Layout::
 
 Several processes may write different runs at once: every write transaction starts with
 ``BEGIN IMMEDIATE`` under a 60 s busy timeout, and a flush is a single short transaction.
+
+Every statement runs inside :meth:`SQLiteBackend._reading` or :meth:`SQLiteBackend._writing`,
+which turn any ``sqlite3`` error (a damaged file, a full disk, a lock held too long) into a
+:class:`~stepstore.errors.StoreError` naming the database and what was being read or
+written; rows are checked as they are read (see ``base.decode_row``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import InvalidArgumentError, NotAStoreError, NotFoundError, SchemaVersionError
-from ..series import chunk as chunk_codec
+from ..errors import (
+    InvalidArgumentError,
+    KindMismatchError,
+    NotAStoreError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreError,
+)
 from ..series.chunk import EncodedChunk
 from ..series.tail import Summary
 from ..tensors.index import ChunkIndex, Segment
 from .base import (
     RANK_COLUMNS,
     RUN_COLUMNS,
+    SERIES_TYPES,
     UPDATABLE,
     ArrayBatch,
     ArtifactRow,
@@ -40,10 +53,13 @@ from .base import (
     RunRecord,
     SeriesRecord,
     chunk_selection,
+    decode_row,
     flatten_params,
+    row_of,
     run_row,
-    series_label,
 )
+
+_R = TypeVar("_R")
 
 DB_NAME = "stepstore.db"
 
@@ -190,12 +206,23 @@ MIGRATIONS: list[list[str]] = [
             journal_seq INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (run_id, rank))""",
     ],
+    [  # check --repair keeps the intact rows of a chunk: where each lies in its chunk
+        "ALTER TABLE tensor_chunks ADD COLUMN positions BLOB NOT NULL DEFAULT x''",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's transaction
 
 _RUN_COLUMNS = ", ".join(RUN_COLUMNS)
 _RANK_COLUMNS = ", ".join(RANK_COLUMNS)
+_CHUNK_COLUMNS = (
+    "series_id, seq, first_step, last_step, count, sealed, stats, {data}, checksum, min_epoch, "
+    "max_epoch"
+)
+_TENSOR_CHUNK_COLUMNS = (
+    "series_id, segment, chunk, first_step, last_step, count, sealed, steps, epochs, times, "
+    "checksums, positions"
+)
 
 
 class SQLiteBackend(Backend):
@@ -209,8 +236,8 @@ class SQLiteBackend(Backend):
         self.root = Path(path).expanduser()
         self.uri = str(self.root)
         self.stale_after = stale_after
-        db = self.root / DB_NAME
-        if not db.exists():
+        self._path = self.root / DB_NAME
+        if not self._path.exists():
             if not create:
                 what = "does not exist" if not self.root.exists() else "holds no stepstore.db"
                 raise NotAStoreError(
@@ -219,19 +246,71 @@ class SQLiteBackend(Backend):
                 )
             if self.root.exists() and not self.root.is_dir():
                 raise NotAStoreError(f"{self.root}: exists and is not a directory")
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.root}: cannot create the store ({exc})") from None
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            db, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
+        try:
+            self._db = sqlite3.connect(
+                self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: cannot open the database ({exc})") from None
+        try:
+            self._open(fsync)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, fsync: bool) -> None:
+        """Set the connection up and migrate the schema; a file that is no SQLite database
+        is ``NotAStoreError``, any other SQLite error a ``StoreError``."""
         try:
             _enable_wal(self._db)
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise NotAStoreError(f"{db}: not a stepstore database ({exc})") from None
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+                raise NotAStoreError(f"{self._path}: not a stepstore database ({exc})") from None
+            raise StoreError(f"{self._path}: cannot open the database ({_text(exc)})") from None
+        self._migrate()
+
+    # -- errors ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Raise a SQLite error of the block as a ``StoreError`` naming the database and
+        ``action``."""
+        try:
+            yield
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise StoreError(f"{self._path}: {action}: {_text(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection, held under the backend's lock, for reading ``what``."""
+        with self._errors(f"reading {what}"), self._lock:
+            yield self._db
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection inside a write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``,
+        rolled back on error) for writing ``what``."""
+        with self._errors(f"writing {what}"), _Transaction(self._db, self._lock):
+            yield self._db
+
+    def _fetch(self, what: str, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read statement."""
+        with self._reading(what) as db:
+            return db.execute(sql, args).fetchall()
+
+    def _rows_of(self, cls: type[_R], what: str, sql: str, args: Sequence[Any]) -> list[_R]:
+        """The rows of one read statement as records of type ``cls``, checked."""
+        return [
+            row_of(cls, row, f"{self._path}: reading {what}")
+            for row in self._fetch(what, sql, args)
+        ]
 
     # -- schema -------------------------------------------------------------------------
 
@@ -242,10 +321,17 @@ class SQLiteBackend(Backend):
         if not has_meta:
             return 0
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        try:
+            return int(row[0]) if row else 0
+        except (TypeError, ValueError):
+            raise StoreError(
+                f"{self._path}: the schema version {row[0]!r:.40} is not a number; the "
+                "database is damaged"
+            ) from None
 
     def _migrate(self) -> None:
-        version = self._version()
+        with self._reading("the schema version"):
+            version = self._version()
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{self.root}: store schema version {version} is newer than this stepstore "
@@ -256,33 +342,33 @@ class SQLiteBackend(Backend):
         # tables are rebuilt (SQLite cannot drop a UNIQUE constraint): foreign keys are off
         # meanwhile, as SQLite's procedure for altering a table asks; it cannot change inside
         # a transaction
-        self._db.execute("PRAGMA foreign_keys=OFF")
-        try:
-            with self._write():
-                version = self._version()  # another process may have migrated meanwhile
-                if version == 0:
-                    self._db.execute(
-                        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-                    )
-                for statements in MIGRATIONS[version:]:
-                    for statement in statements:
-                        self._db.execute(statement)
-                if self._db.execute("PRAGMA foreign_key_check").fetchone() is not None:
-                    raise NotAStoreError(f"{self.root}: migration broke a foreign key")
-                self._db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-        finally:
-            self._db.execute("PRAGMA foreign_keys=ON")
+        with self._errors("migrating the schema"):
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            try:
+                self._apply_migrations()
+            finally:
+                self._db.execute("PRAGMA foreign_keys=ON")
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+    def _apply_migrations(self) -> None:
+        with self._writing("the schema") as db:
+            version = self._version()  # another process may have migrated meanwhile
+            if version == 0:
+                db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    db.execute(statement)
+            if db.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise NotAStoreError(f"{self.root}: migration broke a foreign key")
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
 
     @property
     def schema_version(self) -> int:
         """The schema version of the open store."""
-        return self._version()
+        with self._reading("the schema version"):
+            return self._version()
 
     @property
     def journal_dir(self) -> Path:
@@ -297,34 +383,34 @@ class SQLiteBackend(Backend):
     def create_run(self, run: RunRecord) -> None:
         values = [getattr(run, c) for c in RUN_COLUMNS]
         values = [json.dumps(v) if isinstance(v, (dict, list)) else v for v in values]
-        with self._write():
-            self._db.execute(
+        with self._writing(f"run {run.id}") as db:
+            db.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
                 values,
             )
-            self._db.executemany(
+            db.executemany(
                 "INSERT INTO run_params (run_id, path, num, str) VALUES (?, ?, ?, ?)",
                 [(run.id, *row) for row in flatten_params(run.params)],
             )
-            self._db.executemany(
+            db.executemany(
                 "INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)",
                 [(run.id, tag) for tag in run.tags],
             )
 
     def get_run(self, id_or_name: str) -> RunRecord:
-        with self._lock:
+        with self._reading(f"run {id_or_name!r}") as db:
             rows = (
-                self._db.execute(
+                db.execute(
                     f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (id_or_name,)
                 ).fetchall()
-                or self._db.execute(
+                or db.execute(
                     f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = ?", (id_or_name,)
                 ).fetchall()
             )
         if not rows:
             raise NotFoundError(f"no run with id or name {id_or_name!r} in {self.uri}")
         if len(rows) > 1:
-            ids = ", ".join(row[0] for row in rows)
+            ids = ", ".join(str(row[0]) for row in rows)
             raise InvalidArgumentError(
                 f"run name {id_or_name!r} is ambiguous in {self.uri}: use one of the ids {ids}"
             )
@@ -346,8 +432,7 @@ class SQLiteBackend(Backend):
         query = f"SELECT {', '.join('r.' + c for c in RUN_COLUMNS)} FROM runs r"
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY r.created, r.id", args).fetchall()
+        rows = self._fetch("the runs", query + " ORDER BY r.created, r.id", args)
         return [self._record(row) for row in rows]
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -358,8 +443,8 @@ class SQLiteBackend(Backend):
         values = [
             json.dumps(fields[n]) if isinstance(fields[n], dict) else fields[n] for n in names
         ]
-        with self._write():
-            self._db.execute(
+        with self._writing(f"run {run_id}") as db:
+            db.execute(
                 f"UPDATE runs SET {', '.join(n + ' = ?' for n in names)} WHERE id = ?",
                 [*values, run_id],
             )
@@ -367,8 +452,8 @@ class SQLiteBackend(Backend):
     # -- series -------------------------------------------------------------------------
 
     def join_rank(self, run_id: str, rank: int, host: str, pid: int) -> RankRecord:
-        with self._write():
-            self._db.execute(
+        with self._writing(f"rank {rank} of run {run_id}") as db:
+            db.execute(
                 "INSERT INTO run_ranks (run_id, rank, host, pid, status, heartbeat) "
                 "VALUES (?, ?, ?, ?, 'running', ?) ON CONFLICT (run_id, rank) DO UPDATE SET "
                 "host = excluded.host, pid = excluded.pid, status = 'running', "
@@ -378,11 +463,11 @@ class SQLiteBackend(Backend):
         return next(r for r in self.ranks(run_id) if r.rank == rank)
 
     def ranks(self, run_id: str) -> list[RankRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_RANK_COLUMNS} FROM run_ranks WHERE run_id = ? ORDER BY rank",
-                (run_id,),
-            ).fetchall()
+        rows = self._fetch(
+            f"the ranks of run {run_id}",
+            f"SELECT {_RANK_COLUMNS} FROM run_ranks WHERE run_id = ? ORDER BY rank",
+            (run_id,),
+        )
         return [self._rank_record(row) for row in rows]
 
     def series(self, run_id: str, rank: int | None = 0) -> list[SeriesRecord]:
@@ -393,10 +478,12 @@ class SQLiteBackend(Backend):
         args: tuple[Any, ...] = (run_id,)
         if rank is not None:
             query, args = query + " AND rank = ?", (run_id, rank)
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY key, rank", args).fetchall()
+        what = f"the series of run {run_id}"
         records = []
-        for sid, key, kind, count, lo, hi, last, first_step, last_step, series_rank in rows:
+        for row in self._fetch(what, query + " ORDER BY key, rank", args):
+            sid, key, kind, count, lo, hi, last, first_step, last_step, series_rank = decode_row(
+                row, SERIES_TYPES, f"{self._path}: reading {what}"
+            )
             # SQLite stores NaN as NULL: a counted series with a NULL last ended in NaN.
             summary = Summary(
                 count,
@@ -410,24 +497,25 @@ class SQLiteBackend(Backend):
         return records
 
     def ensure_series(self, run_id: str, key: str, kind: str, rank: int = 0) -> int:
-        from ..errors import KindMismatchError
-
-        with self._write():
-            row = self._db.execute(
+        with self._writing(f"series {key!r} of run {run_id}") as db:
+            row = db.execute(
                 "SELECT id, kind FROM series WHERE run_id = ? AND key = ? AND rank = ?",
                 (run_id, key, rank),
             ).fetchone()
             if row is None:
-                cursor = self._db.execute(
+                cursor = db.execute(
                     "INSERT INTO series (run_id, key, kind, rank) VALUES (?, ?, ?, ?)",
                     (run_id, key, kind, rank),
                 )
                 return int(cursor.lastrowid)  # type: ignore[arg-type]
-        if row[1] != kind:
+        series_id, stored = decode_row(
+            row, "id:int kind:text", f"{self._path}: series {key!r} of run {run_id}"
+        )
+        if stored != kind:
             raise KindMismatchError(
-                f"key {key!r} of run {run_id} holds {row[1]} values; got a {kind}"
+                f"key {key!r} of run {run_id} holds {stored} values; got a {kind}"
             )
-        return int(row[0])
+        return int(series_id)
 
     def open_chunk(self, series_id: int) -> ChunkRow | None:
         rows = self._chunk_rows(
@@ -436,11 +524,11 @@ class SQLiteBackend(Backend):
         return rows[0] if rows and not rows[0].sealed else None
 
     def next_chunk_seq(self, series_id: int) -> int:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT MAX(seq) FROM chunks WHERE series_id = ?", (series_id,)
-            ).fetchone()
-        return 0 if row[0] is None else int(row[0]) + 1
+        what = f"the chunks of series {series_id}"
+        ((last,),) = self._fetch(
+            what, "SELECT MAX(seq) FROM chunks WHERE series_id = ?", (series_id,)
+        )
+        return 0 if last is None else int(last) + 1
 
     def commit(
         self,
@@ -454,8 +542,8 @@ class SQLiteBackend(Backend):
         unknown = set(run_fields) - allowed
         if unknown:
             raise InvalidArgumentError(f"cannot update run fields {sorted(unknown)}")
-        with self._write():
-            self._db.executemany(
+        with self._writing(f"the points of run {run_id}") as db:
+            db.executemany(
                 "INSERT OR REPLACE INTO chunks (series_id, seq, first_step, last_step, "
                 "min_epoch, max_epoch, count, sealed, stats, checksum, data) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -476,7 +564,7 @@ class SQLiteBackend(Backend):
                     for sid, c in chunks
                 ],
             )
-            self._db.executemany(
+            db.executemany(
                 "UPDATE series SET count = ?, min = ?, max = ?, last = ?, first_step = ?, "
                 "last_step = ? WHERE id = ?",
                 [
@@ -486,7 +574,7 @@ class SQLiteBackend(Backend):
             )
             if run_fields:
                 names = sorted(run_fields)
-                self._db.execute(
+                db.execute(
                     f"UPDATE {table} SET {', '.join(n + ' = ?' for n in names)} "
                     f"WHERE {where.replace('%s', '?')}",
                     [
@@ -502,14 +590,9 @@ class SQLiteBackend(Backend):
                 )
 
     def _chunk_rows(self, clause: str, args: Sequence[Any], with_data: bool) -> list[ChunkRow]:
-        data = "data" if with_data else "NULL"
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT series_id, seq, first_step, last_step, count, sealed, stats, "
-                f"{data}, checksum FROM chunks {clause}",
-                args,
-            ).fetchall()
-        return [ChunkRow(*row) for row in rows]
+        columns = _CHUNK_COLUMNS.format(data="data" if with_data else "NULL")
+        what = f"the chunks of series {args[0]}"
+        return self._rows_of(ChunkRow, what, f"SELECT {columns} FROM chunks {clause}", args)
 
     def chunks(
         self,
@@ -524,8 +607,8 @@ class SQLiteBackend(Backend):
     # -- arrays, records, images, artifacts ---------------------------------------------------
 
     def commit_arrays(self, batch: ArrayBatch) -> None:
-        with self._write():
-            self._db.executemany(
+        with self._writing("tensor, image, record and artifact index rows") as db:
+            db.executemany(
                 "INSERT OR IGNORE INTO tensor_segments (series_id, segment, shape, dtype, "
                 "chunk_steps, codec, path) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -541,32 +624,16 @@ class SQLiteBackend(Backend):
                     for g in batch.segments
                 ],
             )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO tensor_chunks (series_id, segment, chunk, first_step, "
-                "last_step, count, sealed, steps, epochs, times, checksums) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        c.series_id,
-                        c.segment,
-                        c.chunk,
-                        c.first_step,
-                        c.last_step,
-                        c.count,
-                        int(c.sealed),
-                        c.steps,
-                        c.epochs,
-                        c.times,
-                        c.checksums,
-                    )
-                    for c in batch.chunks
-                ],
+            db.executemany(
+                f"INSERT OR REPLACE INTO tensor_chunks ({_TENSOR_CHUNK_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_tensor_chunk_values(c) for c in batch.chunks],
             )
-            self._db.executemany(
+            db.executemany(
                 "INSERT INTO records (series_id, step, epoch, time, data) VALUES (?, ?, ?, ?, ?)",
                 [(r.series_id, r.step, r.epoch, r.time, r.data) for r in batch.records],
             )
-            self._db.executemany(
+            db.executemany(
                 "INSERT OR REPLACE INTO images (series_id, step, position, epoch, time, caption, "
                 "path, size, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -584,7 +651,7 @@ class SQLiteBackend(Backend):
                     for i in batch.images
                 ],
             )
-            self._db.executemany(
+            db.executemany(
                 "INSERT OR REPLACE INTO artifacts (run_id, name, path, size, sha256, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(a.run_id, a.name, a.path, a.size, a.sha256, a.created) for a in batch.artifacts],
@@ -596,108 +663,113 @@ class SQLiteBackend(Backend):
             for item in items:
                 counts.setdefault(item.series_id, []).append(item.step)
             for series_id, steps in counts.items():
-                self._db.execute(
+                db.execute(
                     "UPDATE series SET last_step = MAX(COALESCE(last_step, ?), ?), "
                     "first_step = MIN(COALESCE(first_step, ?), ?) WHERE id = ?",
                     (max(steps), max(steps), min(steps), min(steps), series_id),
                 )
-            self._db.executemany(
+            db.executemany(
                 "UPDATE series SET count = (SELECT COALESCE(SUM(count), 0) FROM tensor_chunks "
                 "WHERE series_id = ?) WHERE id = ?",
                 [(sid, sid) for sid in {c.series_id for c in batch.chunks}],
             )
-            self._db.executemany(
+            db.executemany(
                 "UPDATE series SET count = (SELECT COUNT(*) FROM records WHERE series_id = ?) + "
                 "(SELECT COUNT(*) FROM images WHERE series_id = ?) WHERE id = ?",
                 [(sid, sid, sid) for sid in {item.series_id for item in items}],
             )
 
     def tensor_index(self, series_id: int) -> tuple[list[Segment], list[ChunkIndex]]:
-        with self._lock:  # chunks first: see Backend.tensor_index
-            chunks = [
-                ChunkIndex(sid, seg, chunk, first, last, count, bool(sealed), *blobs)
-                for sid, seg, chunk, first, last, count, sealed, *blobs in self._db.execute(
-                    "SELECT series_id, segment, chunk, first_step, last_step, count, sealed, "
-                    "steps, epochs, times, checksums FROM tensor_chunks WHERE series_id = ? "
+        what = f"the tensor index of series {series_id}"
+        with self._reading(what) as db:  # chunks first: see Backend.tensor_index
+            chunk_rows = list(
+                db.execute(
+                    f"SELECT {_TENSOR_CHUNK_COLUMNS} FROM tensor_chunks WHERE series_id = ? "
                     "ORDER BY segment, chunk",
                     (series_id,),
                 )
-            ]
-            segments = [
-                Segment(sid, seg, tuple(json.loads(shape)), dtype, steps, codec, path)
-                for sid, seg, shape, dtype, steps, codec, path in self._db.execute(
+            )
+            segment_rows = list(
+                db.execute(
                     "SELECT series_id, segment, shape, dtype, chunk_steps, codec, path "
                     "FROM tensor_segments WHERE series_id = ? ORDER BY segment",
                     (series_id,),
                 )
-            ]
-        return segments, chunks
+            )
+        where = f"{self._path}: reading {what}"
+        return (
+            [row_of(Segment, row, where) for row in segment_rows],
+            [row_of(ChunkIndex, row, where) for row in chunk_rows],
+        )
 
     def records(self, series_id: int) -> list[RecordRow]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT series_id, step, epoch, time, data FROM records WHERE series_id = ? "
-                "ORDER BY step, rowid",
-                (series_id,),
-            ).fetchall()
-        return [RecordRow(*row) for row in rows]
+        return self._rows_of(
+            RecordRow,
+            f"the records of series {series_id}",
+            "SELECT series_id, step, epoch, time, data FROM records WHERE series_id = ? "
+            "ORDER BY step, rowid",
+            (series_id,),
+        )
 
     def images(self, series_id: int) -> list[ImageRow]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT series_id, step, position, epoch, time, caption, path, size, checksum "
-                "FROM images WHERE series_id = ? ORDER BY step, position",
-                (series_id,),
-            ).fetchall()
-        return [ImageRow(*row) for row in rows]
+        return self._rows_of(
+            ImageRow,
+            f"the images of series {series_id}",
+            "SELECT series_id, step, position, epoch, time, caption, path, size, checksum "
+            "FROM images WHERE series_id = ? ORDER BY step, position",
+            (series_id,),
+        )
 
     def artifacts(self, run_id: str) -> list[ArtifactRow]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT run_id, name, path, size, sha256, created FROM artifacts "
-                "WHERE run_id = ? ORDER BY name",
-                (run_id,),
-            ).fetchall()
-        return [ArtifactRow(*row) for row in rows]
+        return self._rows_of(
+            ArtifactRow,
+            f"the artifacts of run {run_id}",
+            "SELECT run_id, name, path, size, sha256, created FROM artifacts "
+            "WHERE run_id = ? ORDER BY name",
+            (run_id,),
+        )
 
     def apply_repairs(self, batch: RepairBatch) -> None:
         if not batch:
             return
-        with self._write():
-            self._db.executemany("DELETE FROM chunks WHERE series_id = ? AND seq = ?", batch.chunks)
-            self._db.executemany(
-                "DELETE FROM tensor_chunks WHERE series_id = ? AND segment = ? AND chunk = ?",
-                batch.tensor_chunks,
-            )
-            self._db.executemany(
-                "UPDATE tensor_chunks SET first_step = ?, last_step = ?, count = ?, sealed = ?, "
-                "steps = ?, epochs = ?, times = ?, checksums = ? "
-                "WHERE series_id = ? AND segment = ? AND chunk = ?",
+        with self._writing("repairs") as db:
+            db.executemany("DELETE FROM chunks WHERE series_id = ? AND seq = ?", batch.chunks)
+            db.executemany(
+                "UPDATE chunks SET first_step = ?, last_step = ?, min_epoch = ?, max_epoch = ?, "
+                "count = ?, stats = ? WHERE series_id = ? AND seq = ?",
                 [
                     (
                         c.first_step,
                         c.last_step,
-                        c.count,
-                        int(c.sealed),
-                        c.steps,
-                        c.epochs,
-                        c.times,
-                        c.checksums,
-                        c.series_id,
-                        c.segment,
-                        c.chunk,
+                        c.min_epoch,
+                        c.max_epoch,
+                        c.size,
+                        c.stats,
+                        sid,
+                        c.seq,
                     )
+                    for sid, c in batch.chunk_index
+                ],
+            )
+            db.executemany(
+                "DELETE FROM tensor_chunks WHERE series_id = ? AND segment = ? AND chunk = ?",
+                batch.tensor_chunks,
+            )
+            db.executemany(
+                "UPDATE tensor_chunks SET first_step = ?, last_step = ?, count = ?, sealed = ?, "
+                "steps = ?, epochs = ?, times = ?, checksums = ?, positions = ? "
+                "WHERE series_id = ? AND segment = ? AND chunk = ?",
+                [
+                    (*_tensor_chunk_values(c)[3:], *_tensor_chunk_values(c)[:3])
                     for c in batch.cut_tensor_chunks
                 ],
             )
-            self._db.executemany(
+            db.executemany(
                 "DELETE FROM images WHERE series_id = ? AND step = ? AND position = ?",
                 batch.images,
             )
-            self._db.executemany(
-                "DELETE FROM artifacts WHERE run_id = ? AND name = ?", batch.artifacts
-            )
-            self._db.executemany(
+            db.executemany("DELETE FROM artifacts WHERE run_id = ? AND name = ?", batch.artifacts)
+            db.executemany(
                 "UPDATE series SET count = ?, min = ?, max = ?, last = ?, first_step = ?, "
                 "last_step = ? WHERE id = ?",
                 [
@@ -705,39 +777,60 @@ class SQLiteBackend(Backend):
                     for sid, s in batch.summaries
                 ],
             )
-            self._db.executemany(
+            db.executemany(
                 "UPDATE series SET count = ?, first_step = ?, last_step = ? WHERE id = ?",
                 [(count, first, last, sid) for sid, count, first, last in batch.step_summaries],
             )
 
     # -- integrity ----------------------------------------------------------------------
 
-    def check(self) -> list[Problem]:
-        problems = []
-        with self._lock:
-            for (line,) in self._db.execute("PRAGMA integrity_check"):
-                if line != "ok":
-                    problems.append(Problem(str(self.root / DB_NAME), line))
-            rows = self._db.execute(
-                "SELECT r.id, s.key, s.rank, c.seq, c.count, c.checksum, c.data FROM chunks c "
-                "JOIN series s ON s.id = c.series_id JOIN runs r ON r.id = s.run_id "
-                "ORDER BY r.id, s.key, s.rank, c.seq"
-            )
-            for run_id, key, rank, seq, count, crc, data in rows:
-                where = f"{series_label(run_id, key, rank)} chunk {seq}"
-                if chunk_codec.checksum(data) != crc:
-                    problems.append(Problem(where, "checksum mismatch"))
-                    continue
-                try:
-                    if len(chunk_codec.decode(data, where).step) != count:
-                        problems.append(Problem(where, "point count differs from its index"))
-                except Exception as exc:  # noqa: BLE001 - report, do not stop checking
-                    problems.append(Problem(where, str(exc)))
-        return problems
+    def _check_database(self) -> list[Problem]:
+        try:
+            lines = self._fetch("the integrity check", "PRAGMA integrity_check")
+        except StoreError as exc:
+            return [Problem(str(self._path), str(exc).removeprefix(f"{self._path}: "))]
+        return [Problem(str(self._path), str(line)) for (line,) in lines if line != "ok"]
+
+    def _series_names(self) -> list[Any]:
+        return self._fetch("the series", "SELECT id, run_id, key, rank FROM series")
+
+    def _chunk_page(self, after: tuple[Any, Any], size: int) -> list[Any]:
+        return self._fetch(
+            "the chunks",
+            f"SELECT {_CHUNK_COLUMNS.format(data='data')} FROM chunks "
+            "WHERE (series_id, seq) > (?, ?) ORDER BY series_id, seq LIMIT ?",
+            (*after, size),
+        )
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _text(error: Exception) -> str:
+    """The message of a SQLite error; sqlite3 raises ``UnicodeDecodeError`` instead when the
+    message quotes bytes of a damaged database that are not UTF-8."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"SQLite's error message is not UTF-8 (it quotes damaged bytes: {error})"
+    return str(error)
+
+
+def _tensor_chunk_values(c: ChunkIndex) -> tuple[Any, ...]:
+    """The columns of a tensor chunk index row, as :data:`_TENSOR_CHUNK_COLUMNS` lists them."""
+    return (
+        c.series_id,
+        c.segment,
+        c.chunk,
+        c.first_step,
+        c.last_step,
+        c.count,
+        int(c.sealed),
+        c.steps,
+        c.epochs,
+        c.times,
+        c.checksums,
+        c.positions,
+    )
 
 
 def _enable_wal(db: sqlite3.Connection) -> None:
@@ -760,7 +853,8 @@ def _enable_wal(db: sqlite3.Connection) -> None:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) under the backend's lock."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error, or when the commit fails)
+    under the backend's lock."""
 
     def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
         self._db, self._lock = db, lock
@@ -775,6 +869,25 @@ class _Transaction:
 
     def __exit__(self, kind: type | None, *_: Any) -> None:
         try:
-            self._db.execute("ROLLBACK" if kind else "COMMIT")
+            if kind is None:
+                self._commit()
+            else:
+                self._rollback()
         finally:
             self._lock.release()
+
+    def _commit(self) -> None:
+        """``COMMIT``; a commit that fails (a full disk) is rolled back, so the next
+        transaction can begin."""
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        """``ROLLBACK`` of a transaction still open (SQLite ends some failed ones itself);
+        its own failure is not raised over the error that caused it."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")

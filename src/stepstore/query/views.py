@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ..backends.base import Backend, Problem, RunRecord, SeriesRecord, series_label
+from ..backends.base import Backend, Problem, RecordRow, RunRecord, SeriesRecord, series_label
 from ..errors import InvalidArgumentError, KindMismatchError, NotFoundError, StoreError
 from ..series.chunk import Columns
 from ..tensors.images import decode_png
 from ..tensors.location import ArrayLocation
-from ..tensors.series import TensorSeries
+from ..tensors.series import TensorSeries, read_file
 from .arrow import points_schema, points_table
 from .ranks import across_ranks as across_ranks_of
 from .ranks import check_aggregate, thin
@@ -302,7 +302,7 @@ class RunView:
         location = self._location()
         out = []
         for row in self._backend.images(self._series_of(key, "image", rank).id):
-            data = location.read(row.path)
+            data = read_file(location, row.path)
             if zlib.crc32(data) != row.checksum:
                 raise StoreError(
                     f"image {key!r} step {row.step}: checksum mismatch in "
@@ -316,9 +316,22 @@ class RunView:
         import pandas as pd
 
         rows = self._backend.records(self._series_of(key, "record", rank).id)
-        frame = pd.DataFrame([json.loads(r.data) for r in rows])
+        frame = pd.DataFrame([self._record_fields(key, r) for r in rows])
         frame.insert(0, "step", [r.step for r in rows])
         return frame
+
+    def _record_fields(self, key: str, row: RecordRow) -> dict[str, Any]:
+        """The fields of one stored record; ``StoreError`` when its JSON is damaged."""
+        try:
+            fields = json.loads(row.data)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            raise StoreError(
+                f"record {key!r} step {row.step} of run {self.id}: {row.data!r:.80} is not a "
+                "JSON object; the store is damaged"
+            )
+        return fields
 
     def artifacts(self) -> dict[str, dict[str, Any]]:
         """Stored files by name: ``path`` (in the array store), ``size``, ``sha256``."""
@@ -332,14 +345,15 @@ class RunView:
         """The content of a stored file, verified against its SHA-256."""
         for a in self._backend.artifacts(self.id):
             if a.name == name:
-                data = self._location().read(a.path)
+                data = read_file(self._location(), a.path)
                 if hashlib.sha256(data).hexdigest() != a.sha256:
                     raise StoreError(f"artifact {name!r} of run {self.id}: SHA-256 mismatch")
                 return data
         raise NotFoundError(f"run {self.id} has no artifact {name!r}")
 
     def verify_arrays(self) -> list[Problem]:
-        """Problems in this run's tensor chunks, images and artifacts."""
+        """Problems in this run's tensor chunks and their Zarr metadata, images, records and
+        artifacts; a series that cannot be read is one problem, and the check goes on."""
         problems: list[Problem] = []
         for rank, by_key in self._by_rank().items():
             for key, series in by_key.items():
@@ -351,6 +365,8 @@ class RunView:
                         )
                     elif series.kind == "image":
                         self.images(key, rank)
+                    elif series.kind == "record":
+                        self.records(key, rank)
                 except StoreError as exc:
                     problems.append(Problem(where, str(exc)))
         for name in self.artifacts():
@@ -408,11 +424,23 @@ class Store:
         return RunView(self._backend, self._backend.get_run(id_or_name))
 
     def check(self) -> list[Problem]:
-        """Integrity problems in the store (empty when all is well): metadata, scalar chunks,
-        tensor chunks, images and artifacts, each checked against its checksum."""
+        """Integrity problems in the store (empty when all is well): the database, scalar
+        chunks against their checksums and index rows, tensor chunks, images and artifacts
+        against their checksums, the Zarr metadata of tensors against their index.
+
+        Damage that makes a run unreadable is reported for that run, and the check goes on
+        with the next one; runs that cannot even be listed are one problem of the store.
+        """
         problems = self._backend.check()
-        for view in self.runs():
-            problems.extend(view.verify_arrays())
+        try:
+            records = self._backend.find_runs()
+        except StoreError as exc:
+            return [*problems, Problem(self.uri, str(exc))]
+        for record in records:
+            try:
+                problems.extend(RunView(self._backend, record).verify_arrays())
+            except StoreError as exc:
+                problems.append(Problem(f"run {record.id}", str(exc)))
         return problems
 
     def to_arrow(

@@ -15,9 +15,9 @@ prefix, never a secret, and every reader configured alike finds the arrays.
 
 Errors: an object that does not exist raises :class:`~stepstore.errors.StoreError` (the
 store is damaged); any other failure of an object store (a server that does not answer, a
-refused credential, botocore's and aiohttp's errors) raises a ``ConnectionError`` naming the
-object: nothing can be said about the object then, so the writers retry and a repair must
-not take it for damage.
+refused credential, botocore's and aiohttp's errors) raises a ``StoreUnavailableError`` (a
+``ConnectionError``) naming the object: nothing can be said about the object then, so the
+writers retry and a repair must not take it for damage.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import InvalidArgumentError, StoreError
+from ..errors import InvalidArgumentError, StoreError, StoreUnavailableError
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
 _T = TypeVar("_T")
 #: Seconds a write of one object to an object store may take, plus one per MiB, before it
-#: is abandoned with ``ConnectionError``: botocore waits without end for the ``100 Continue``
-#: of a ``PUT`` when the network swallows every packet.
+#: is abandoned with ``StoreUnavailableError``: botocore waits without end for the
+#: ``100 Continue`` of a ``PUT`` when the network swallows every packet.
 WRITE_TIMEOUT = 60.0
 
 
@@ -60,13 +60,13 @@ class ArrayLocation:
 
     def _call(self, what: str, path: str, call: Callable[..., _T], *args: Any, **kw: Any) -> _T:
         """``call(*args, **kw)`` on the remote filesystem; a failure other than a missing
-        object is raised as a ``ConnectionError`` naming the object."""
+        object is raised as a ``StoreUnavailableError`` naming the object."""
         try:
             return call(*args, **kw)
         except FileNotFoundError:
             raise
         except Exception as exc:
-            raise ConnectionError(
+            raise StoreUnavailableError(
                 f"array store: cannot {what} {self.describe(path)} ({type(exc).__name__}: {exc})"
             ) from exc
 
