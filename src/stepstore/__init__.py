@@ -31,7 +31,7 @@ from .run import Run, init
 from .tensors.images import Image, image_grid
 from .tensors.series import TensorSeries
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name: str) -> object:

@@ -603,35 +603,24 @@ class Run:
         data = record_json(key, plain_record(key, record))
         if step is not None:
             step = _check_count("step", step)
-            if state is not None and step <= state.last_step and not self._allow_rewind:
-                _step_order_error(key, step, state.last_step)
         if epoch is not None:
             epoch = _check_count("epoch", epoch)
         if state is None:
             state = self._new_key(key, record, "record")
             if state.kind != "record":  # another thread registered the key meanwhile
                 raise KindMismatchError(f"key {key!r} holds {state.kind} values; got a record")
-        step, epoch = self._next_position(step, epoch)
+        if step is None:
+            if self._step > _MAX_STEP:
+                self._steps_exhausted()
+            step = self._step
         if step <= state.last_step and not self._allow_rewind:
             _step_order_error(key, step, state.last_step)
+        epoch = self._epoch if epoch is None else epoch
+        stored_epoch = NO_EPOCH if epoch is None else epoch
+        job = ("record", key, step, stored_epoch, time.time(), data)
+        self._submit([(job, len(data))])  # the run and the key move on once it is queued
         state.last_step, state.count = step, state.count + 1
-        self._submit(
-            [
-                (
-                    ("record", key, step, NO_EPOCH if epoch is None else epoch, time.time(), data),
-                    len(data),
-                )
-            ]
-        )
-
-    def _next_position(self, step: int | None, epoch: int | None) -> tuple[int, int | None]:
-        if step is None and self._step > _MAX_STEP:
-            self._steps_exhausted()
-        step = self._step if step is None else _check_count("step", step)
-        self._step = max(self._step, step + 1)
-        if epoch is not None:
-            self._epoch = _check_count("epoch", epoch)
-        return step, self._epoch
+        self._step, self._epoch = max(self._step, step + 1), epoch
 
     def log_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> str:
         """Store a file (a checkpoint, a config) with the run; returns its name.

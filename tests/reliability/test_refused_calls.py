@@ -5,6 +5,7 @@ twice at one step, artifact names that are not file names."""
 from __future__ import annotations
 
 import errno
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -16,9 +17,8 @@ import stepstore as ss
 from stepstore.tensors.location import ArrayLocation
 
 
-def test_a_log_refused_by_a_failing_array_writer_records_none_of_its_values(
-    new_run, store_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fail_chunk_files(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make opening tensor chunk files fail (a full disk) while the returned event is set."""
     failing = threading.Event()
     failing.set()
     real_open = ArrayLocation.open_chunk
@@ -29,6 +29,13 @@ def test_a_log_refused_by_a_failing_array_writer_records_none_of_its_values(
         return real_open(self, path, size)
 
     monkeypatch.setattr(ArrayLocation, "open_chunk", open_chunk)
+    return failing
+
+
+def test_a_log_refused_by_a_failing_array_writer_records_none_of_its_values(
+    new_run, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = fail_chunk_files(monkeypatch)
     run = new_run()
     logged, refused = [], 0
     deadline = time.monotonic() + 20
@@ -175,3 +182,31 @@ def test_an_artifact_whose_file_is_deleted_right_away_is_stored_and_blocks_nothi
     view = ss.open(store_path).run(run.id)
     assert view.artifact("ckpt.pt") == b"\x00checkpoint\xff" * 1000
     np.testing.assert_array_equal(view.tensor("w").at(0), np.arange(3.0))
+
+
+def test_a_refused_log_record_leaves_the_key_and_the_run_where_they_were(
+    new_run, store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing = fail_chunk_files(monkeypatch)
+    run = new_run()
+    run.log_record("notes", {"a": 1}, step=4)
+    run.log({"w": np.zeros(2)}, step=4)  # its chunk file cannot be opened: the writer fails
+    deadline = time.monotonic() + 20
+    for probe in itertools.count():
+        try:
+            run.log_record(f"probe/{probe}", {"a": 0}, step=0)
+        except ss.WriterError:
+            break
+        assert time.monotonic() < deadline, "the array writer never reported its failure"
+        time.sleep(0.01)
+    with pytest.raises(ss.WriterError, match="injected"):
+        run.log_record("notes", {"a": 2}, step=5)
+    assert run.step == 5
+    failing.clear()
+    run.flush()
+    run.log_record("notes", {"a": 2}, step=5)  # the retry is not a step below the last
+    run.finish()
+    assert ss.open(store_path).run(run.id).records("notes")[["step", "a"]].values.tolist() == [
+        [4, 1],
+        [5, 2],
+    ]
