@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -343,3 +345,12 @@ def test_processes_creating_one_store_at_once_never_see_it_locked(tmp_path):
     assert errors.empty(), errors.get()
     with ss.open(str(tmp_path / "s0")) as store:
         assert store.runs() == []
+
+
+def test_a_schema_version_that_is_not_a_number_is_reported(store_path: Path) -> None:
+    with ss.init("p", store=store_path, flush_interval=0.05) as run:
+        run.log({"loss": 1.0})
+    with contextlib.closing(sqlite3.connect(store_path / "stepstore.db")) as db, db:
+        db.execute("UPDATE meta SET value = 'x7' WHERE key = 'schema_version'")
+    with pytest.raises(ss.StoreError, match=r"the schema version 'x7' is not a number"):
+        ss.open(store_path).runs()

@@ -15,6 +15,7 @@ import hashlib
 import os
 import secrets
 import signal
+import socket
 import threading
 import time
 import warnings
@@ -1041,9 +1042,8 @@ def _refuse_live_writer(
     one holding its journal; on another, one whose heartbeat is younger than ``stale_after``
     (which is what a ``running`` status means once read)."""
     journal = backend.journal_dir / journal_name(run.id, rank)
-    here = describe()["host"]
     held = is_held(journal)
-    if held or (writer.status == "running" and writer.host != here):
+    if held or (writer.status == "running" and writer.host != socket.gethostname()):
         where = f"process {writer.pid} on host {writer.host or '?'}"
         age = (
             ""

@@ -227,6 +227,19 @@ class Problem:
     what: str
 
 
+def schema_version_of(row: Sequence[Any] | None, where: str) -> int:
+    """The schema version a ``meta`` row holds (0 without one); ``StoreError`` naming
+    ``where`` when it is not a number."""
+    if not row:
+        return 0
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise StoreError(
+            f"{where}: the schema version {row[0]!r:.40} is not a number; the database is damaged"
+        ) from None
+
+
 def flatten_params(
     params: dict[str, Any], prefix: str = ""
 ) -> Iterator[tuple[str, float | None, str | None]]:

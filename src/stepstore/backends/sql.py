@@ -81,6 +81,7 @@ from .base import (
     flatten_params,
     row_of,
     run_row,
+    schema_version_of,
 )
 
 _T = TypeVar("_T")
@@ -462,14 +463,7 @@ class SQLBackend(Backend):
         if not cursor.fetchone()[0]:
             return 0
         cursor.execute("SELECT value FROM meta WHERE \"key\" = 'schema_version'")
-        row = cursor.fetchone()
-        try:
-            return int(row[0]) if row else 0
-        except (TypeError, ValueError):
-            raise StoreError(
-                f"{self.uri}: the schema version {row[0]!r:.40} is not a number; the database "
-                "is damaged"
-            ) from None
+        return schema_version_of(cursor.fetchone(), self.uri)
 
     @property
     def schema_version(self) -> int:

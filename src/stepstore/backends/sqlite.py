@@ -57,6 +57,7 @@ from .base import (
     flatten_params,
     row_of,
     run_row,
+    schema_version_of,
 )
 
 _R = TypeVar("_R")
@@ -321,13 +322,7 @@ class SQLiteBackend(Backend):
         if not has_meta:
             return 0
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        try:
-            return int(row[0]) if row else 0
-        except (TypeError, ValueError):
-            raise StoreError(
-                f"{self._path}: the schema version {row[0]!r:.40} is not a number; the "
-                "database is damaged"
-            ) from None
+        return schema_version_of(row, str(self._path))
 
     def _migrate(self) -> None:
         with self._reading("the schema version"):
