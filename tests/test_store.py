@@ -267,6 +267,7 @@ def test_exported_names_are_the_documented_ones():
         "NotFoundError",
         "StoreError",
         "StoreUnavailableError",
+        "MissingDependencyError",
         "NotAStoreError",
         "SchemaVersionError",
         "UnknownSchemeError",

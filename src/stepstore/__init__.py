@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import importlib
+
 from .errors import (
     FilterSyntaxError,
     InvalidArgumentError,
     InvalidValueError,
     KindMismatchError,
+    MissingDependencyError,
     NotAStoreError,
     NotFoundError,
     RunStateError,
@@ -34,12 +37,15 @@ from .tensors.series import TensorSeries
 __version__ = "0.3.0"
 
 
-def __getattr__(name: str) -> object:
-    """``stepstore.torch`` (``watch()``), imported on first use so torch stays optional."""
-    if name == "torch":
-        from .integrations import torch as integration
+#: The framework integrations, each imported on first use so its framework stays optional.
+_INTEGRATIONS = ("torch", "keras", "lightning", "hf", "jax")
 
-        return integration
+
+def __getattr__(name: str) -> object:
+    """``stepstore.torch``, ``.keras``, ``.lightning``, ``.hf``, ``.jax``: the integration
+    modules, imported on first use (a missing framework raises MissingDependencyError)."""
+    if name in _INTEGRATIONS:
+        return importlib.import_module(f".integrations.{name}", __name__)
     raise AttributeError(f"module 'stepstore' has no attribute {name!r}")
 
 
@@ -49,6 +55,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidValueError",
     "KindMismatchError",
+    "MissingDependencyError",
     "NotAStoreError",
     "NotFoundError",
     "Policy",

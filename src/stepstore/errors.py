@@ -16,7 +16,8 @@ that matches its failure kind, so ``except ValueError`` keeps working::
     │   ├── NotAStoreError                  the path exists but is not a stepstore store
     │   └── SchemaVersionError              the store was written by a newer stepstore
     ├── StoreUnavailableError (ConnectionError)  an object store does not answer (no damage)
-    └── UnknownSchemeError (ValueError)     a store URI names a scheme no backend handles
+    ├── UnknownSchemeError (ValueError)     a store URI names a scheme no backend handles
+    └── MissingDependencyError (ImportError)  an optional package (an extra) is not installed
 """
 
 from __future__ import annotations
@@ -85,3 +86,8 @@ class SchemaVersionError(StoreError):
 
 class UnknownSchemeError(StepstoreError, ValueError):
     """A store URI names a scheme that no backend handles."""
+
+
+class MissingDependencyError(StepstoreError, ImportError):
+    """An optional package that a feature needs is not installed; the message names the
+    extra to install (``pip install 'stepstore[keras]'``)."""

@@ -67,13 +67,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.hooks import RemovableHandle
-
 from ..errors import InvalidArgumentError, RunStateError
 from ..policies import AllOf, AnyOf, KeyState, Policy, every_epoch
 from ..run import Run
+from .requires import missing
+
+try:
+    import torch
+    from torch import nn
+    from torch.utils.hooks import RemovableHandle
+except ImportError as exc:
+    raise missing("torch", "torch", exc) from exc
 
 __all__ = ["WHAT", "Watch", "watch"]
 
