@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ class Recorded(NamedTuple):
     output: str
     per_epoch: int
     threads: int
+    printed: str
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +41,14 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
     store = tmp_path_factory.mktemp("demo") / "store"
     console = Console(file=io.StringIO(), width=100)
     threads = torch.get_num_threads()
-    run_id = demo.main(store=store, epochs=EPOCHS, console=console)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:  # the progress line's output
+        run_id = demo.main(store=store, epochs=EPOCHS, console=console)
     with ss.open(store) as opened:
         view = opened.run(run_id)
         per_epoch = math.ceil(view.params["data"]["train"] / demo.BATCH_SIZE)
-        yield Recorded(store, run_id, view, console.file.getvalue(), per_epoch, threads)
+        yield Recorded(
+            store, run_id, view, console.file.getvalue(), per_epoch, threads, printed.getvalue()
+        )
 
 
 def test_run_is_finished_with_its_metadata(recorded: Recorded) -> None:
@@ -170,8 +175,23 @@ def test_output_tells_where_the_data_lives_and_what_to_run(recorded: Recorded) -
     assert str(where / "stepstore.db") in output
     assert f"stepstore show {recorded.run_id} --store {where}" in output
     assert f"stepstore export {recorded.run_id} --format csv -o loss.csv" in output
+    assert f"stepstore ui --store {where} --open" in output
     for shown in ("val/acc", "grad_norm", "on_change('lr')", "max_points=2000"):
         assert shown in output
+
+
+def test_progress_lines_and_system_metrics(recorded: Recorded) -> None:
+    assert {"system/cpu/percent", "system/process/rss_mb"} <= set(recorded.view.keys())
+    steps = recorded.view.scalars("system/process/rss_mb")["step"].tolist()
+    assert steps == list(range(len(steps)))
+    lines = recorded.printed.splitlines()
+    name, per_epoch = recorded.view.name, recorded.per_epoch
+    for epoch in range(EPOCHS):
+        assert any(
+            line.startswith(f"{name} ▸ epoch {epoch}: {per_epoch} steps in ") for line in lines
+        )
+    assert lines[-1].startswith(f"{name} ▸ done: last step {EPOCHS * per_epoch - 1} after ")
+    assert " · val/acc " in lines[-1]
 
 
 def test_main_leaves_torch_threads_as_they_were(recorded: Recorded) -> None:

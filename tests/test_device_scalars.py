@@ -20,8 +20,9 @@ def test_deferred_values_merge_in_log_order():
         np.array([0, 1, 1]), np.array([5, 5, 5]), np.array([10, 20, 30]), np.array([0.5, 1.5, 2.5])
     )
     deferred = [(3, 1, 0, 5, 15e-6, torch.tensor(9.0)), (7, 0, 2, 6, 40e-6, torch.tensor(7.0))]
-    key_ids, merged = _merge_deferred(seqs, ids, cols, deferred)
+    key_ids, merged, resolved = _merge_deferred(seqs, ids, cols, deferred)
     assert key_ids.tolist() == [0, 1, 0, 1, 0]
+    assert resolved == {1: 9.0, 0: 7.0}
     assert merged.value.tolist() == [0.5, 9.0, 1.5, 2.5, 7.0]
     assert merged.step.tolist() == [0, 0, 1, 1, 2]
     assert merged.time.tolist() == [10, 15, 20, 30, 40]

@@ -38,11 +38,11 @@ __version__ = "0.3.0"
 
 
 #: The framework integrations, each imported on first use so its framework stays optional.
-_INTEGRATIONS = ("torch", "keras", "lightning", "hf", "jax")
+_INTEGRATIONS = ("torch", "keras", "lightning", "hf")
 
 
 def __getattr__(name: str) -> object:
-    """``stepstore.torch``, ``.keras``, ``.lightning``, ``.hf``, ``.jax``: the integration
+    """``stepstore.torch``, ``.keras``, ``.lightning``, ``.hf``: the integration
     modules, imported on first use (a missing framework raises MissingDependencyError)."""
     if name in _INTEGRATIONS:
         return importlib.import_module(f".integrations.{name}", __name__)

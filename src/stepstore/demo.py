@@ -12,20 +12,12 @@ when :func:`main` runs, so this module imports without them.
 
 from __future__ import annotations
 
-import math
 import os
 import shlex
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 import stepstore
@@ -157,7 +149,6 @@ def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) 
     loss_fn = nn.CrossEntropyLoss()
     shuffle = torch.Generator().manual_seed(SEED)
     n_train = len(x_train)
-    per_epoch = math.ceil(n_train / BATCH_SIZE)
     params = {
         "lr": LR,
         "batch_size": BATCH_SIZE,
@@ -170,34 +161,23 @@ def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) 
         },
         "data": {"name": "sklearn-digits", "train": n_train, "val": len(x_val)},
     }
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("val acc {task.fields[val_acc]}"),
-        TimeElapsedColumn(),
-    )
-    with (
-        stepstore.init(
-            project=PROJECT,
-            name=f"cnn-w{WIDTH}-lr{LR:g}",
-            params=params,
-            tags=["demo"],
-            store=store,
-        ) as run,
-        Progress(*columns, console=console) as progress,
-    ):
+    with stepstore.init(
+        project=PROJECT,
+        name=f"cnn-w{WIDTH}-lr{LR:g}",
+        params=params,
+        tags=["demo"],
+        store=store,
+        console=True,  # a live progress line and one summary line per epoch
+        system=2.0,  # CPU, memory, disk and network under system/, every 2 s
+    ) as run:
         run.policy("lr", stepstore.on_change("lr"))
         run.policy("grad_norm", stepstore.every(GRAD_NORM_EVERY))
         # Raw activations of one layer, and statistics of every gradient, every 10 steps.
         watch(run, model, what="activations", layers=[RAW_LAYER], when=stepstore.every(WATCH_EVERY))
         watch(run, model, what="gradients", when=stepstore.every(WATCH_EVERY), reduce="stats")
         console.print(f"Recording run [bold]{run.name}[/] ({run.id}) into {escape(run.store)}")
-        task = progress.add_task("train", total=epochs * per_epoch, loss="-", val_acc="-")
         step = 0
         for epoch in range(epochs):
-            progress.update(task, description=f"epoch {epoch}")
             model.train()
             order = torch.randperm(n_train, generator=shuffle)
             for batch in order.split(BATCH_SIZE):
@@ -215,7 +195,6 @@ def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) 
                     step=step,
                     epoch=epoch,
                 )
-                progress.update(task, advance=1, loss=f"{loss.item():.4f}")
                 step += 1
             scheduler.step()
             model.eval()
@@ -234,7 +213,6 @@ def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) 
                 step=step - 1,
                 epoch=epoch,
             )
-            progress.update(task, val_acc=f"{val_acc:.3f}")
         return run.id, run.store
 
 
@@ -331,6 +309,7 @@ def _report(location: str, run_id: str, console: Console) -> None:
         f"stepstore runs {flag}",
         f"stepstore show {run_id} {flag}",
         f"stepstore export {run_id} --format csv -o loss.csv {flag}",
+        f"stepstore ui {flag} --open",
     ):
         console.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
 

@@ -20,13 +20,14 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .backends import open_backend
 from .backends.base import RUN_STATUSES, Backend, RankRecord, RunRecord
 from .config import Config, load_config
+from .console import ProgressLine
 from .distributed import rank_and_world, shared_run_id
 from .environment import describe
 from .errors import (
@@ -43,11 +44,13 @@ from .journal import RECORD, Journal, is_held, journal_name
 from .policies import Check, KeyState, Policy, log_spaced
 from .recovery import recover_orphans
 from .series.chunk import NO_EPOCH
+from .system import SystemSampler, check_interval
 from .tensors.images import Image
 from .tensors.location import ArrayLocation
 from .tensors.reduce import Reduction
 from .tensors.staging import is_array, stage
 from .tensors.writer import ArrayWriter, record_json
+from .trees import flatten
 from .values import DEFER, plain_record, require_unicode, to_scalar
 from .writer import Cursor, SeriesSink, Writer
 
@@ -204,6 +207,8 @@ class Run:
         self._array_writer: ArrayWriter | None = None
         self._reductions: list[tuple[str, Reduction]] = []
         self._budgets: list[dict[str, Any]] = []
+        self._progress: ProgressLine | None = None
+        self._system: SystemSampler | None = None
         if resumed:
             self._restore_keys()
         committed = record.journal_seq if journal_seq is None else journal_seq
@@ -309,7 +314,9 @@ class Run:
         """Record values at a step.
 
         Args:
-            values: Key to value: Python/NumPy numbers or 0-d framework tensors.
+            values: Key to value: Python/NumPy numbers or 0-d framework tensors (scalars),
+                arrays and tensors, ``Image``s; nested dicts, lists and tuples (pytrees)
+                record one key per leaf, ``params/dense/kernel``.
             step: The iteration; when omitted, one more than the last step given to this run
                 (0 for the first call). Each key's steps only go forward.
             epoch: The epoch the step belongs to; when omitted, the last epoch given.
@@ -334,6 +341,8 @@ class Run:
             raise InvalidArgumentError(
                 f"values={values!r:.80}: expected a dict of key to value, e.g. {{'loss': 0.5}}"
             )
+        if not self._keys.keys() >= values.keys():  # a new key: maybe a nested one
+            values = flatten(values)
         # the run's step and epoch move on only once the call has succeeded
         next_step = self._step
         if step is None:
@@ -741,6 +750,44 @@ class Run:
             self._array_writer.flush()
         self._writer.flush()
 
+    def console(self, keys: Sequence[str] | None = None, every: float = 0.5) -> Run:
+        """Show a live progress line while the run trains (as Keras prints one): the epoch,
+        step, steps per second and the latest values of ``keys`` (by default the first six
+        scalar keys logged, leaving out ``system/``, ``activations/``, ``gradients/`` and
+        ``weights/``), redrawn every ``every`` seconds, and a summary line per epoch. On a
+        terminal it is a live line with ``print`` output shown above it; in other output
+        only the epoch lines and a last line at :meth:`finish` are printed. Drawn on a
+        thread of its own: ``log()`` costs the same with it on. Calling it again replaces it.
+        """
+        self._require_open()
+        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys or ()):
+            raise InvalidArgumentError(f"keys={keys!r}: expected a list of key names or None")
+        if isinstance(every, bool) or not isinstance(every, (int, float)) or not every > 0:
+            raise InvalidArgumentError(f"every={every!r}: expected seconds between redraws (> 0)")
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+            self._progress = ProgressLine(
+                self.name,
+                self._journal,
+                lambda: self._cursor.written,
+                self._key_list,
+                self._writer.resolved,
+                keys,
+                float(every),
+            )
+        return self
+
+    def _sample_system(self, interval: float) -> None:
+        """Start sampling system metrics under ``system/`` every ``interval`` seconds."""
+        done = [s.last_step for k, s in self._keys.items() if k.startswith("system/")]
+        self._system = SystemSampler(
+            lambda key, step, stamp, value: self._emit_scalar(key, step, NO_EPOCH, stamp, value),
+            interval,
+            first_step=max(done, default=-1) + 1,
+            path=str(self._backend.journal_dir),
+        )
+
     def capture_info(self) -> dict[str, Any]:
         """Which policy governs each key and how many points it kept and skipped."""
         return {
@@ -794,6 +841,8 @@ class Run:
         self._state = _FINISHED
         _live_runs.discard(self)
         try:
+            if self._system is not None:
+                self._system.stop()
             if self._array_writer is not None:
                 self._array_writer.stop()
             self._writer.stop()
@@ -804,6 +853,9 @@ class Run:
                 f"run {self.id}: final flush failed ({exc}); the journal "
                 f"{self._journal.path} keeps the points for recovery"
             ) from exc
+        finally:
+            if self._progress is not None:
+                self._progress.stop()
         self._record.status = status
         fields = {"status": status, "ended": time.time(), "heartbeat": time.time()}
         self._backend.commit(self.id, [], [], {**fields, **self._writer_fields()}, self._rank)
@@ -912,6 +964,8 @@ def init(
     flush_interval: float | None = None,
     on_error: str | None = None,
     ranks: str | None = None,
+    console: bool = False,
+    system: bool | float = False,
     **settings: Any,
 ) -> Run:
     """Start (or with ``resume=RUN_ID`` continue) a run and return it.
@@ -931,6 +985,10 @@ def init(
         ranks: In a distributed job (see :mod:`stepstore.distributed`), ``"zero"``
             (default) records rank 0 and gives the other ranks an :class:`IdleRun`;
             ``"all"`` records every rank into the shared run, each point carrying its rank.
+        console: Show a live progress line and per-epoch summary lines
+            (:meth:`Run.console` with its defaults).
+        system: Sample CPU, memory, disk, network and GPU metrics under ``system/`` on a
+            background thread: True for every 10 s, or the seconds between samples.
         **settings: Other :class:`~stepstore.config.Config` fields (``chunk_size``, ...).
 
     Creates the store if it does not exist and recovers runs of processes that died.
@@ -943,6 +1001,9 @@ def init(
         raise InvalidArgumentError(f"params={params!r}: expected a dict or None")
     if isinstance(tags, str) or not all(isinstance(t, str) and t for t in tags or ()):
         raise InvalidArgumentError(f"tags={tags!r}: expected a list of non-empty strings")
+    interval = check_interval(system)
+    if not isinstance(console, bool):
+        raise InvalidArgumentError(f"console={console!r}: expected True or False")
     config = load_config(
         store=None if store is None else os.fspath(store),
         flush_interval=flush_interval,
@@ -976,7 +1037,8 @@ def init(
         backend.update_run(record.id, status="running", ended=None, heartbeat=time.time())
         record.status, record.pid, record.host = "running", info["pid"], info["host"]
         _install_sigterm_handler()
-        return Run(backend, record, config, allow_rewind=allow_rewind, resumed=True)
+        run = Run(backend, record, config, allow_rewind=allow_rewind, resumed=True)
+        return _with_extras(run, console, interval)
     run_id = shared if world > 1 else secrets.token_hex(8)
     info = describe()
     record = RunRecord(
@@ -992,7 +1054,20 @@ def init(
     )
     backend.create_run(record)
     _install_sigterm_handler()
-    return Run(backend, record, config, allow_rewind=allow_rewind)
+    return _with_extras(Run(backend, record, config, allow_rewind=allow_rewind), console, interval)
+
+
+def _with_extras(run: Run, console: bool, interval: float | None) -> Run:
+    """``run`` with its progress line and system sampler started, as ``init`` was asked."""
+    try:
+        if interval is not None:
+            run._sample_system(interval)
+        if console:
+            run.console()
+    except BaseException:
+        run.finish("crashed")
+        raise
+    return run
 
 
 def _join(

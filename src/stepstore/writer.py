@@ -149,6 +149,8 @@ class Writer:
         self.run_fields = run_fields
         #: Device values waiting for the writer, in log order (filled by ``defer``).
         self.deferred: deque[Deferred] = deque()
+        #: Key id -> the last device (deferred) value written, for the progress line.
+        self.resolved: dict[int, float] = {}
         #: How many device values may wait, as many as the journal holds.
         self.max_deferred = journal.capacity
         self.error: BaseException | None = None
@@ -210,7 +212,10 @@ class Writer:
             deferred.append(self.deferred.popleft())
         try:
             if deferred:
-                key_ids, columns = _merge_deferred(records["seq"], key_ids, columns, deferred)
+                key_ids, columns, resolved = _merge_deferred(
+                    records["seq"], key_ids, columns, deferred
+                )
+                self.resolved.update(resolved)
             fields = self.run_fields()
             fields.update(journal_seq=written, heartbeat=time.time())
             self.points += self.sink.write(self.keys, key_ids, columns, fields)
@@ -294,8 +299,9 @@ class Writer:
 
 def _merge_deferred(
     seqs: np.ndarray, key_ids: np.ndarray, columns: Columns, deferred: list[tuple]
-) -> tuple[np.ndarray, Columns]:
-    """Resolve device values (this may wait for the device) and merge them in log order."""
+) -> tuple[np.ndarray, Columns, dict[int, float]]:
+    """Resolve device values (this may wait for the device) and merge them in log order;
+    also the last resolved value of each key id."""
     order = np.concatenate([seqs.astype(np.int64) * 2, [d[0] for d in deferred]])
     extra_ids = np.array([d[1] for d in deferred], dtype=np.int64)
     extra = Columns(
@@ -309,4 +315,5 @@ def _merge_deferred(
     )
     pick = np.argsort(order, kind="stable")
     merged = Columns(*(np.concatenate([a, b])[pick] for a, b in zip(columns, extra, strict=True)))
-    return np.concatenate([key_ids, extra_ids])[pick], merged
+    resolved = dict(zip(extra_ids.tolist(), extra.value.tolist(), strict=True))
+    return np.concatenate([key_ids, extra_ids])[pick], merged, resolved

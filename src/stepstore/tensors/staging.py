@@ -2,7 +2,9 @@
 
 NumPy and torch CPU tensors are copied into a host buffer taken from a small pool; torch
 CUDA tensors are copied into pinned host memory with ``non_blocking=True`` and an event is
-recorded, which the writer thread waits on. Nothing here synchronises the device.
+recorded, which the writer thread waits on. JAX arrays on an accelerator are copied on their
+device (the original may be donated to the next step) and read to the host by the writer.
+Nothing here synchronises the device.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from .dtypes import dtype_name, storage_dtype
 
 
 class Staged(NamedTuple):
-    """A staged copy: the host array (or pinned tensor), its dtype name and a CUDA event."""
+    """A staged copy: the host array (or pinned tensor, or JAX device array), its dtype name
+    and what the writer waits on: a CUDA event, :data:`ON_DEVICE` or None."""
 
     array: Any
     dtype: str
     event: Any
+
+
+#: The ``event`` of a staged JAX device array: the writer reads it to the host itself.
+ON_DEVICE = object()
 
 
 def is_array(value: Any) -> bool:
@@ -70,8 +77,11 @@ class StagingPool:
             self._kept_bytes -= buffer.nbytes
             return buffer
 
-    def give(self, buffer: Any) -> None:
-        """Return a buffer once the writer is done with it."""
+    def give(self, staged: Staged) -> None:
+        """Return a staged copy's buffer once the writer is done with it."""
+        if staged.event is ON_DEVICE:
+            return  # JAX's own memory, not a pool buffer
+        buffer = staged.array
         if isinstance(buffer, np.ndarray):
             slot: tuple[Any, ...] = (buffer.shape, buffer.dtype.str)
         else:
@@ -125,6 +135,8 @@ def stage(key: str, value: Any, pool: StagingPool) -> Staged:
 
             tensor = tensor.view(torch.int16)
         return _stage_host(key, tensor.numpy(), name, storage, pool)
+    if module.startswith("jax") and hasattr(value, "devices"):
+        return _stage_jax(key, value, pool)
     try:
         source = np.asarray(value)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -132,6 +144,17 @@ def stage(key: str, value: Any, pool: StagingPool) -> Staged:
             f"key {key!r}: cannot read {type(value).__name__} as an array ({exc})"
         ) from None
     return _stage_host(key, source, *_dtypes(source.dtype, key), pool)
+
+
+def _stage_jax(key: str, value: Any, pool: StagingPool) -> Staged:
+    """A JAX array: copied to a pool buffer on the CPU; on an accelerator, copied on the
+    device (the original may be donated to the next step) with its host transfer started."""
+    name, storage = _dtypes(np.dtype(value.dtype), key)
+    if all(device.platform == "cpu" for device in value.devices()):
+        return _stage_host(key, np.asarray(value), name, storage, pool)
+    copy = value.copy()
+    copy.copy_to_host_async()
+    return Staged(copy, name, ON_DEVICE)
 
 
 def _stage_host(
@@ -152,6 +175,8 @@ def host_array(staged: Staged) -> np.ndarray:
     """The staged data as a host NumPy array in its storage dtype (waits for CUDA copies)."""
     if staged.event is None:
         return staged.array
+    if staged.event is ON_DEVICE:
+        return np.asarray(staged.array).view(storage_dtype(staged.dtype))
     staged.event.synchronize()
     tensor = staged.array
     if staged.dtype == "bfloat16":

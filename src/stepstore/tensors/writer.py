@@ -290,7 +290,7 @@ class ArrayWriter:
         if kind == "tensor":
             _, key, step, epoch, stamp, staged, reduction = job
             self._tensor(key, step, epoch, stamp, host_array(staged), staged.dtype, reduction)
-            self.pool.give(staged.array)  # only now: a retry reads it again
+            self.pool.give(staged)  # only now: a retry reads it again
         elif kind == "record":
             _, key, step, epoch, stamp, data = job
             self._batch.records.append(
