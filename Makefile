@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # disk; a looser spec would download a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bundle bundle-check bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -24,7 +24,15 @@ lint: setup
 	$(PY) -m ruff format --check src tests benchmarks
 	$(PY) -m mypy
 
-test: setup lint
+# The dashboard's built files (src/stepstore/ui/static) are committed; `make bundle` rebuilds
+# them from frontend/ and `make bundle-check` fails if they differ from what the sources build.
+bundle:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
+
+bundle-check:
+	cd frontend && npm ci --no-audit --no-fund && npm run check
+
+test: setup lint bundle-check
 	$(PY) -m pytest -q
 
 bench: setup

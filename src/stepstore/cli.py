@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -40,6 +40,8 @@ _SUMMARY_KEYS = 3
 _PIPED_WIDTH = 200
 #: Python modules the demo needs, by the name a failed import reports.
 _DEMO_MODULES = ("torch", "sklearn")
+#: Python modules the dashboard needs (the ui extra).
+_UI_MODULES = ("starlette", "uvicorn")
 
 
 class _Group(click.Group):
@@ -343,6 +345,79 @@ def demo_command(epochs: int, store: str | None) -> None:
         )
         click.get_current_context().exit(2)
     click.echo(f"run id: {run_id}")
+
+
+@main.command("ui")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback needs a token.",
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=5757, show_default=True, help="TCP port."
+)
+@click.option(
+    "--token",
+    metavar="T",
+    help="Require this token [default: none on loopback, else one generated and printed].",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in a browser.")
+@_store_option
+def ui_command(
+    host: str, port: int, token: str | None, open_browser: bool, store: str | None
+) -> None:
+    """Serve the dashboard: runs, charts, images, tensors and records in a browser.
+
+    Read-only. Prints the address to open (with the token, when there is one); Ctrl-C
+    stops it. Needs the ui extras: pip install 'stepstore[ui]'.
+    """
+    try:
+        from .ui import serve
+    except ModuleNotFoundError as exc:
+        _missing_extra(exc, "ui")
+    with _open(store) as opened:
+        serve(opened, host=host, port=port, token=token, open_browser=open_browser)
+
+
+@main.command("report")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option(
+    "-o",
+    "--output",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="HTML file to write.",
+)
+@_store_option
+def report_command(runs: tuple[str, ...], path: str, store: str | None) -> None:
+    """Write a self-contained HTML report of runs (charts, images, tensors, records).
+
+    RUN is a run id or name. The file needs no server and no network: attach it to a paper
+    or a ticket. Needs the ui extras: pip install 'stepstore[ui]'.
+    """
+    try:
+        from .ui.report import write_report
+    except ModuleNotFoundError as exc:
+        _missing_extra(exc, "ui")
+    with _open(store) as opened:
+        written = write_report(opened, list(runs), path)
+    click.echo(f"wrote {written} ({len(runs)} run(s))")
+
+
+def _missing_extra(exc: ModuleNotFoundError, extra: str) -> NoReturn:
+    """Report a missing optional dependency (exit code 2), naming the extra that installs it."""
+    missing = (exc.name or "").partition(".")[0]
+    if missing not in _UI_MODULES:
+        raise exc
+    click.echo(
+        f"error: this command needs {missing}, which is not installed; "
+        f"pip install 'stepstore[{extra}]'",
+        err=True,
+    )
+    click.get_current_context().exit(2)
 
 
 # -- output helpers ----------------------------------------------------------------------------

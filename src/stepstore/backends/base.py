@@ -8,6 +8,7 @@ that points at it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -371,6 +372,13 @@ SERIES_TYPES = (
 )
 
 
+@functools.lru_cache(maxsize=64)
+def _columns(types: str) -> tuple[tuple[str, Any, bool], ...]:
+    """``types`` parsed: per column its name, converter and whether NULL is allowed."""
+    parsed = (column.split(":") for column in types.split())
+    return tuple((name, _KINDS[kind.rstrip("?")], kind.endswith("?")) for name, kind in parsed)
+
+
 def decode_row(values: Sequence[Any], types: str, where: str) -> list[Any]:
     """``values`` as the types ``types`` names (``name:kind`` per column, ``?`` where NULL is
     allowed).
@@ -379,17 +387,16 @@ def decode_row(values: Sequence[Any], types: str, where: str) -> list[Any]:
         StoreError: A value is of another type (the database is damaged); the message
             starts with ``where`` and names the column.
     """
-    columns = types.split()
+    columns = _columns(types)
     if len(values) != len(columns):
         raise StoreError(f"{where}: a row holds {len(values)} values, expected {len(columns)}")
     decoded: list[Any] = []
-    for column, value in zip(columns, values, strict=True):
-        name, kind = column.split(":")
-        if value is None and kind.endswith("?"):
+    for (name, convert, nullable), value in zip(columns, values, strict=True):
+        if value is None and nullable:
             decoded.append(None)
             continue
         try:
-            decoded.append(_KINDS[kind.rstrip("?")](value))
+            decoded.append(convert(value))
         except _TypeMismatchError as exc:
             raise StoreError(
                 f"{where}: column {name} holds {value!r:.80}, expected {exc}; the database is "
@@ -618,6 +625,11 @@ class Backend(ABC):
     @abstractmethod
     def series(self, run_id: str, rank: int | None = 0) -> list[SeriesRecord]:
         """The series one rank recorded in a run (all ranks' with ``None``), by key."""
+
+    @abstractmethod
+    def series_of_runs(self, run_ids: Sequence[str]) -> dict[str, list[SeriesRecord]]:
+        """Every rank's series of each of ``run_ids``, by run id (every id is a key), as
+        :meth:`series` gives them, read in a few queries rather than one per run."""
 
     @abstractmethod
     def ensure_series(self, run_id: str, key: str, kind: str, rank: int = 0) -> int:

@@ -91,6 +91,8 @@ _R = TypeVar("_R")
 CONNECT_TIMEOUT = 10
 #: Attempts at a transaction the server aborted as a deadlock or serialization failure.
 ATTEMPTS = 5
+#: Run ids per query of ``series_of_runs``.
+SERIES_BATCH = 500
 
 CHUNK_COLUMNS = (
     "series_id",
@@ -632,18 +634,31 @@ class SQLBackend(Backend):
         return [self._rank_record(row) for row in rows]
 
     def series(self, run_id: str, rank: int | None = 0) -> list[SeriesRecord]:
-        query = (
-            f'SELECT id, "key", kind, {", ".join(self.summary_columns)}, "rank" '
-            "FROM series WHERE run_id = %s"
-        )
-        args: tuple[Any, ...] = (run_id,)
-        if rank is not None:
-            query, args = query + ' AND "rank" = %s', (run_id, rank)
         what = f"the series of run {run_id}"
-        types = f"id:int key:text kind:text {self.summary_types} rank:int"
+        if rank is None:
+            return self._series_where("run_id = %s", [run_id], what)
+        return self._series_where('run_id = %s AND "rank" = %s', [run_id, rank], what)
+
+    def series_of_runs(self, run_ids: Sequence[str]) -> dict[str, list[SeriesRecord]]:
+        found: dict[str, list[SeriesRecord]] = {run_id: [] for run_id in run_ids}
+        for start in range(0, len(run_ids), SERIES_BATCH):
+            batch = list(run_ids[start : start + SERIES_BATCH])
+            clause = f"run_id IN ({', '.join(['%s'] * len(batch))})"
+            for record in self._series_where(clause, batch, f"the series of {len(batch)} runs"):
+                found[record.run_id].append(record)
+        return found
+
+    def _series_where(self, clause: str, args: Sequence[Any], what: str) -> list[SeriesRecord]:
+        """The series rows matching ``clause`` (SQL over the series table), by run, key and
+        rank."""
+        query = (
+            f'SELECT run_id, id, "key", kind, {", ".join(self.summary_columns)}, "rank" '
+            f'FROM series WHERE {clause} ORDER BY run_id, "key", "rank"'
+        )
+        types = f"run_id:text id:int key:text kind:text {self.summary_types} rank:int"
         records = []
-        for row in self._query(query + ' ORDER BY "key", "rank"', args, what):
-            sid, key, kind, *values, series_rank = decode_row(
+        for row in self._query(query, args, what):
+            run_id, sid, key, kind, *values, series_rank = decode_row(
                 row, types, f"{self.uri}: reading {what}"
             )
             summary = self._summary(kind, values)

@@ -213,6 +213,7 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT = 60.0  # seconds a write waits for another process's transaction
+SERIES_BATCH = 500  # run ids per query of series_of_runs
 
 _RUN_COLUMNS = ", ".join(RUN_COLUMNS)
 _RANK_COLUMNS = ", ".join(RANK_COLUMNS)
@@ -466,18 +467,31 @@ class SQLiteBackend(Backend):
         return [self._rank_record(row) for row in rows]
 
     def series(self, run_id: str, rank: int | None = 0) -> list[SeriesRecord]:
-        query = (
-            "SELECT id, key, kind, count, min, max, last, first_step, last_step, rank "
-            "FROM series WHERE run_id = ?"
-        )
-        args: tuple[Any, ...] = (run_id,)
-        if rank is not None:
-            query, args = query + " AND rank = ?", (run_id, rank)
         what = f"the series of run {run_id}"
+        if rank is None:
+            return self._series_where("run_id = ?", [run_id], what)
+        return self._series_where("run_id = ? AND rank = ?", [run_id, rank], what)
+
+    def series_of_runs(self, run_ids: Sequence[str]) -> dict[str, list[SeriesRecord]]:
+        found: dict[str, list[SeriesRecord]] = {run_id: [] for run_id in run_ids}
+        for start in range(0, len(run_ids), SERIES_BATCH):
+            batch = list(run_ids[start : start + SERIES_BATCH])
+            clause = f"run_id IN ({', '.join('?' * len(batch))})"
+            for record in self._series_where(clause, batch, f"the series of {len(batch)} runs"):
+                found[record.run_id].append(record)
+        return found
+
+    def _series_where(self, clause: str, args: Sequence[Any], what: str) -> list[SeriesRecord]:
+        """The series rows matching ``clause`` (SQL over the series table), by run, key and
+        rank."""
+        query = (
+            "SELECT run_id, id, key, kind, count, min, max, last, first_step, last_step, rank "
+            f"FROM series WHERE {clause} ORDER BY run_id, key, rank"
+        )
         records = []
-        for row in self._fetch(what, query + " ORDER BY key, rank", args):
-            sid, key, kind, count, lo, hi, last, first_step, last_step, series_rank = decode_row(
-                row, SERIES_TYPES, f"{self._path}: reading {what}"
+        for row in self._fetch(what, query, args):
+            run_id, sid, key, kind, count, lo, hi, last, first_step, last_step, series_rank = (
+                decode_row(row, "run_id:text " + SERIES_TYPES, f"{self._path}: reading {what}")
             )
             # SQLite stores NaN as NULL: a counted series with a NULL last ended in NaN.
             summary = Summary(

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ..backends.base import Backend, Problem, RecordRow, RunRecord, SeriesRecord, series_label
+from ..backends.base import (
+    Backend,
+    ImageRow,
+    Problem,
+    RecordRow,
+    RunRecord,
+    SeriesRecord,
+    series_label,
+)
 from ..errors import InvalidArgumentError, KindMismatchError, NotFoundError, StoreError
 from ..series.chunk import Columns
 from ..tensors.images import decode_png
@@ -19,11 +27,23 @@ from ..tensors.series import TensorSeries, read_file
 from .arrow import points_schema, points_table
 from .ranks import across_ranks as across_ranks_of
 from .ranks import check_aggregate, thin
-from .scalars import _range, read_series, to_frame
+from .scalars import _range, _time_range, read_series, to_frame
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+#: Inclusive step, epoch and time (µs) ranges of a read; None where unbounded.
+Ranges = tuple[tuple[int, int] | None, tuple[int, int] | None, tuple[int, int] | None]
+
+
+class ImageEntry(NamedTuple):
+    """An image as listed, not read: its step, its position among the images logged at
+    that step (0 for the first) and its caption."""
+
+    step: int
+    position: int
+    caption: str | None
 
 
 class LoggedImage(NamedTuple):
@@ -41,10 +61,14 @@ class RunView:
     ``keys()`` and the readers show rank 0's unless given ``rank=`` / ``ranks=``.
     """
 
-    def __init__(self, backend: Backend, record: RunRecord) -> None:
+    def __init__(
+        self, backend: Backend, record: RunRecord, series: list[SeriesRecord] | None = None
+    ) -> None:
         self._backend = backend
         self._record = record
         self._series: dict[int, dict[str, SeriesRecord]] | None = None
+        if series is not None:
+            self._index(series)
 
     def __repr__(self) -> str:
         r = self._record
@@ -61,6 +85,10 @@ class RunView:
     )
     created = property(lambda self: self._record.created, doc="Start time, Unix seconds.")
     ended = property(lambda self: self._record.ended, doc="End time, Unix seconds, or None.")
+    heartbeat = property(
+        lambda self: self._record.heartbeat,
+        doc="Last sign of life of the recording process, Unix seconds, or None.",
+    )
     host = property(lambda self: self._record.host, doc="Host the run was recorded on.")
     pid = property(lambda self: self._record.pid, doc="Process id that recorded it.")
     git_commit = property(lambda self: self._record.git_commit, doc="Git commit, if any.")
@@ -74,11 +102,16 @@ class RunView:
         doc="Writer counters: flushes, points, waits of log() and seconds waited.",
     )
 
+    def _index(self, series: list[SeriesRecord]) -> dict[int, dict[str, SeriesRecord]]:
+        """Keep the run's series (every rank's, by key) for the readers."""
+        self._series = {0: {}}
+        for s in series:
+            self._series.setdefault(s.rank, {})[s.key] = s
+        return self._series
+
     def _by_rank(self) -> dict[int, dict[str, SeriesRecord]]:
         if self._series is None:
-            self._series = {0: {}}
-            for s in self._backend.series(self.id, None):
-                self._series.setdefault(s.rank, {})[s.key] = s
+            return self._index(self._backend.series(self.id, None))
         return self._series
 
     def _all_series(self, rank: int = 0) -> dict[str, SeriesRecord]:
@@ -170,6 +203,7 @@ class RunView:
         max_points: int | None = None,
         ranks: int | list[int] | tuple[int, ...] | str | None = None,
         across_ranks: str | None = None,
+        times: tuple[float | None, float | None] | None = None,
     ) -> pd.DataFrame:
         """Scalar points as a long-form DataFrame: ``key, step, epoch, time, value``.
 
@@ -187,27 +221,28 @@ class RunView:
                 (population); instead of ``rank`` the frame gets ``ranks``, how many ranks
                 reported the step. A NaN on any rank gives NaN. ``max_points`` applies
                 after combining.
+            times: An inclusive ``(low, high)`` range of wall-clock times, Unix seconds
+                (either end may be None), rounded to the microsecond.
         """
         if max_points is not None and (
             isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2
         ):
             raise InvalidArgumentError(f"max_points={max_points!r}: expected an integer >= 2")
-        step_range, epoch_range = _range("steps", steps), _range("epochs", epochs)
+        ranges = (_range("steps", steps), _range("epochs", epochs), _time_range(times))
         if ranks is None and across_ranks is None:
             chosen = self._resolve(keys)
-            parts = [self._read(s, step_range, epoch_range, max_points) for s in chosen]
+            parts = [self._read(s, ranges, max_points) for s in chosen]
             return to_frame([s.key for s in chosen], parts)
         how = None if across_ranks is None else check_aggregate(across_ranks)
         picked = self._pick_ranks("all" if ranks is None else ranks)
-        return self._rank_frame(keys, picked, how, step_range, epoch_range, max_points)
+        return self._rank_frame(keys, picked, how, ranges, max_points)
 
     def _rank_frame(
         self,
         keys: str | list[str] | tuple[str, ...] | None,
         picked: list[int],
         how: str | None,
-        step_range: tuple[int, int] | None,
-        epoch_range: tuple[int, int] | None,
+        ranges: Ranges,
         max_points: int | None,
     ) -> pd.DataFrame:
         """:meth:`scalars` of several ranks: a ``rank`` column, or combined by ``how``."""
@@ -219,14 +254,10 @@ class RunView:
         per_key = [self._scalar_series(k, picked) for k in names]
         if how is None:
             labels = [(k, r) for k, found in zip(names, per_key, strict=True) for r, _ in found]
-            parts = [
-                self._read(s, step_range, epoch_range, max_points)
-                for found in per_key
-                for _, s in found
-            ]
+            parts = [self._read(s, ranges, max_points) for found in per_key for _, s in found]
             return to_frame([k for k, _ in labels], parts, [r for _, r in labels])
         combined = [
-            across_ranks_of([self._read(s, step_range, epoch_range, None) for _, s in found], how)
+            across_ranks_of([self._read(s, ranges, None) for _, s in found], how)
             for found in per_key
         ]
         if max_points is not None:
@@ -242,15 +273,11 @@ class RunView:
                 found.append((rank, series))
         return found
 
-    def _read(
-        self,
-        series: SeriesRecord,
-        steps: tuple[int, int] | None,
-        epochs: tuple[int, int] | None,
-        max_points: int | None,
-    ) -> Columns:
+    def _read(self, series: SeriesRecord, ranges: Ranges, max_points: int | None) -> Columns:
+        """One series' points in the (step, epoch, time) ``ranges``, downsampled."""
+        steps, epochs, times = ranges
         where = series_label(self.id, series.key, series.rank)
-        return read_series(self._backend, series.id, where, steps, epochs, max_points)
+        return read_series(self._backend, series.id, where, steps, epochs, max_points, times)
 
     def _pick_ranks(self, ranks: object) -> list[int]:
         """The ranks ``ranks=`` names (a rank, a list of them or ``"all"``), checked."""
@@ -300,16 +327,27 @@ class RunView:
     def images(self, key: str, rank: int = 0) -> list[LoggedImage]:
         """The images of a key in step order: ``(step, caption, array)`` named tuples."""
         location = self._location()
-        out = []
+        return [
+            LoggedImage(row.step, row.caption, decode_png(_image_file(location, key, row)))
+            for row in self._backend.images(self._series_of(key, "image", rank).id)
+        ]
+
+    def image_index(self, key: str, rank: int = 0) -> list[ImageEntry]:
+        """The images of a key in step order, listed without reading them:
+        ``(step, position, caption)`` named tuples."""
+        rows = self._backend.images(self._series_of(key, "image", rank).id)
+        return [ImageEntry(row.step, row.position, row.caption) for row in rows]
+
+    def image_png(self, key: str, step: int, position: int = 0, rank: int = 0) -> bytes:
+        """The PNG file of one image as stored (checked against its checksum): the one at
+        ``position`` among those logged at ``step``; ``NotFoundError`` naming them if none."""
         for row in self._backend.images(self._series_of(key, "image", rank).id):
-            data = read_file(location, row.path)
-            if zlib.crc32(data) != row.checksum:
-                raise StoreError(
-                    f"image {key!r} step {row.step}: checksum mismatch in "
-                    f"{location.describe(row.path)}"
-                )
-            out.append(LoggedImage(row.step, row.caption, decode_png(data)))
-        return out
+            if row.step == step and row.position == position:
+                return _image_file(self._location(), key, row)
+        where = f" position {position}" if position else ""
+        raise NotFoundError(
+            f"run {self.name} ({self.id}) has no image {key!r} at step {step}{where}"
+        )
 
     def records(self, key: str, rank: int = 0) -> pd.DataFrame:
         """The records of a key: a ``step`` column plus one column per record field."""
@@ -382,6 +420,16 @@ class RunView:
         return read_series(self._backend, series.id, f"run {self.id} key {key!r}")
 
 
+def _image_file(location: ArrayLocation, key: str, row: ImageRow) -> bytes:
+    """The PNG file of an image row, checked against its checksum."""
+    data = read_file(location, row.path)
+    if zlib.crc32(data) != row.checksum:
+        raise StoreError(
+            f"image {key!r} step {row.step}: checksum mismatch in {location.describe(row.path)}"
+        )
+    return data
+
+
 class Store:
     """An opened store: find runs, read them, export points."""
 
@@ -411,11 +459,21 @@ class Store:
         """Release the store's connections."""
         self._backend.close()
 
-    def runs(self, where: str | None = None, project: str | None = None) -> list[RunView]:
-        """Runs matching a filter expression (see ``stepstore.query.filter``), oldest first."""
+    def runs(
+        self, where: str | None = None, project: str | None = None, *, with_keys: bool = False
+    ) -> list[RunView]:
+        """Runs matching a filter expression (see ``stepstore.query.filter``), oldest first.
+
+        ``with_keys=True`` reads the keys and summaries of all of them at once, so that
+        ``.summary`` and ``.keys()`` of many runs need no query each.
+        """
         if where is not None and not isinstance(where, str):
             raise InvalidArgumentError(f"where={where!r}: expected a filter expression string")
-        return [RunView(self._backend, r) for r in self._backend.find_runs(where, project)]
+        records = self._backend.find_runs(where, project)
+        if not with_keys:
+            return [RunView(self._backend, r) for r in records]
+        series = self._backend.series_of_runs([r.id for r in records])
+        return [RunView(self._backend, r, series.get(r.id, [])) for r in records]
 
     def run(self, id_or_name: str) -> RunView:
         """The run with this id, or the only run with this name."""

@@ -1,0 +1,65 @@
+"""Routes of runs: the list (with the filter language) and one run with its keys."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.datastructures import QueryParams
+
+from ..query import RunView, Store
+from . import params
+
+#: Kinds of series, as ``RunView.keys`` names them, and the names the API lists them by.
+KINDS = {"scalar": "scalars", "tensor": "tensors", "image": "images", "record": "records"}
+
+
+def iso(seconds: float | None) -> str | None:
+    """Unix seconds as ISO 8601 in UTC to the millisecond (``2026-12-02T06:30:00.123Z``)."""
+    if seconds is None:
+        return None
+    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def describe(view: RunView, now: float) -> dict[str, Any]:
+    """A run as the API lists it; ``now`` (Unix seconds) ends a live run's duration."""
+    live = view.status == "running"  # a running run whose heartbeat stopped reads as crashed
+    end = view.ended if view.ended is not None else now if live else view.heartbeat
+    scalar = set(view.keys("scalar"))
+    return {
+        "id": view.id,
+        "name": view.name,
+        "project": view.project,
+        "status": view.status,
+        "live": live,
+        "created": iso(view.created),
+        "ended": iso(view.ended),
+        "duration": None if end is None else max(0.0, end - view.created),
+        "params": view.params,
+        "tags": view.tags,
+        "summary": {
+            key: {name: figures[name] for name in ("last", "min", "max", "count")}
+            for key, figures in view.summary.items()
+            if key in scalar
+        },
+    }
+
+
+def list_runs(store: Store, query: QueryParams) -> dict[str, Any]:
+    """``GET /api/runs?where=EXPR&project=P``: the matching runs, oldest first."""
+    where = params.text(query, "where")
+    project = params.text(query, "project")
+    views = store.runs(where=where or None, project=project, with_keys=True)
+    now = time.time()
+    return {"runs": [describe(view, now) for view in views]}
+
+
+def one_run(store: Store, query: QueryParams, run: str) -> dict[str, Any]:
+    """``GET /api/runs/{id}``: one run (by id or unique name) with its keys by kind."""
+    view = store.run(run)
+    data = describe(view, time.time())
+    data["keys"] = {name: sorted(view.keys(kind)) for kind, name in KINDS.items()}
+    data["meta"] = {"host": view.host, "pid": view.pid, "git_commit": view.git_commit}
+    return data
