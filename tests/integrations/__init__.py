@@ -1,0 +1,1 @@
+"""Tests of the framework integrations (Keras, Lightning, Hugging Face) and their extras."""
