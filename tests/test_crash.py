@@ -163,3 +163,34 @@ def test_a_journal_being_created_is_never_claimed_as_an_orphan(tmp_path, monkeyp
     assert Journal.claim_orphan(journal.path) is None  # held by us
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r1.journal", "r1.keys"]
     journal.close(remove=True)
+
+
+UNCAUGHT = """
+import sys, stepstore as ss
+sys.excepthook = lambda kind, error, tb: print("user hook:", kind.__name__, flush=True)
+run = ss.init("crash", store=sys.argv[1], flush_interval=60.0)
+print(run.id, flush=True)
+for step in range(50):
+    run.log({"a": float(step)}, step=step)
+raise ERROR
+"""
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [("RuntimeError('boom')", "crashed"), ("KeyboardInterrupt", "killed")]
+)
+def test_an_uncaught_exception_marks_the_run_and_still_reaches_the_hook(tmp_path, error, status):
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", UNCAUGHT.replace("ERROR", error), str(store)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    run_id, hook = result.stdout.splitlines()
+    assert hook == f"user hook: {error.partition('(')[0]}"
+    view = ss.open(store).run(run_id)
+    assert view.status == status
+    assert view.scalars("a")["value"].tolist() == [float(i) for i in range(50)]

@@ -59,9 +59,9 @@ def test_metadata_is_recorded(new_run, store_path):
 
 def test_generated_names_are_readable():
     run_id = "0123456789abcdef"
-    from stepstore.run import _new_name
+    from stepstore.run import new_name
 
-    name = _new_name(run_id)
+    name = new_name(run_id)
     assert name.endswith("-cdef") and name.count("-") == 2
 
 

@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -109,7 +110,7 @@ _NOUNS = (
 )
 
 
-def _new_name(run_id: str) -> str:
+def new_name(run_id: str) -> str:
     pick = int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:4], "big")
     return (
         f"{_ADJECTIVES[pick % len(_ADJECTIVES)]}-{_NOUNS[pick // 97 % len(_NOUNS)]}-{run_id[-4:]}"
@@ -1036,7 +1037,7 @@ def init(
         info = describe()
         backend.update_run(record.id, status="running", ended=None, heartbeat=time.time())
         record.status, record.pid, record.host = "running", info["pid"], info["host"]
-        _install_sigterm_handler()
+        _install_handlers()
         run = Run(backend, record, config, allow_rewind=allow_rewind, resumed=True)
         return _with_extras(run, console, interval)
     run_id = shared if world > 1 else secrets.token_hex(8)
@@ -1044,7 +1045,7 @@ def init(
     record = RunRecord(
         id=run_id,
         project=project,
-        name=name or _new_name(run_id),
+        name=name or new_name(run_id),
         created=time.time(),
         heartbeat=time.time(),
         params=_plain(dict(params or {})),
@@ -1053,7 +1054,7 @@ def init(
         **info,
     )
     backend.create_run(record)
-    _install_sigterm_handler()
+    _install_handlers()
     return _with_extras(Run(backend, record, config, allow_rewind=allow_rewind), console, interval)
 
 
@@ -1098,7 +1099,7 @@ def _join(
     info = describe()
     row = backend.join_rank(run_id, rank, info["host"], info["pid"])
     record.status = row.status
-    _install_sigterm_handler()
+    _install_handlers()
     return Run(
         backend,
         record,
@@ -1177,8 +1178,22 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signum)
 
 
-def _install_sigterm_handler() -> None:
-    """Take SIGTERM if nobody else has (main thread only); a user's handler is left alone."""
+def _on_uncaught(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+    """An exception nobody caught ends the program: open runs are ``crashed`` (``killed``
+    for Ctrl-C), not ``incomplete``; then the previous hook reports it as usual."""
+    _finish_all("killed" if issubclass(kind, KeyboardInterrupt) else "crashed")
+    _previous_excepthook(kind, error, tb)
+
+
+_previous_excepthook = sys.excepthook
+
+
+def _install_handlers() -> None:
+    """Hook uncaught exceptions (chaining the hook in place), and take SIGTERM if nobody
+    else has (main thread only); a user's SIGTERM handler is left alone."""
+    global _previous_excepthook
+    if sys.excepthook is not _on_uncaught:
+        _previous_excepthook, sys.excepthook = sys.excepthook, _on_uncaught
     if threading.current_thread() is threading.main_thread() and signal.getsignal(
         signal.SIGTERM
     ) in (signal.SIG_DFL, None):

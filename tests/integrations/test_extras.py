@@ -3,13 +3,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ..conftest import run_python
-
-INTEGRATIONS = Path(__file__).parents[2] / "src" / "stepstore" / "integrations"
 
 # integration -> (the module whose import fails, the extra to install)
 CASES = {
@@ -17,23 +13,11 @@ CASES = {
     "keras": ("keras", "keras"),
     "lightning": ("lightning", "lightning"),
     "hf": ("transformers", "hf"),
-    "jax": ("jax", "jax"),
 }
 
 
 @pytest.mark.parametrize(
-    ("name", "module", "extra"),
-    [
-        pytest.param(
-            name,
-            module,
-            extra,
-            marks=pytest.mark.skipif(
-                not (INTEGRATIONS / f"{name}.py").exists(), reason=f"no integrations/{name}.py"
-            ),
-        )
-        for name, (module, extra) in CASES.items()
-    ],
+    ("name", "module", "extra"), [(name, module, extra) for name, (module, extra) in CASES.items()]
 )
 def test_missing_framework_names_the_extra(name: str, module: str, extra: str) -> None:
     done = run_python(

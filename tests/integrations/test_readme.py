@@ -29,8 +29,7 @@ def snippets(text: str, name: str) -> list[str]:
 def test_readme_example_runs(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip({"hf": "transformers"}.get(name, name))
     found = snippets(README.read_text(encoding="utf-8"), name)
-    if not found:
-        pytest.skip(f"README.md has no example using ss.{name} yet")
+    assert found, f"README.md has no complete example using ss.{name}"
     monkeypatch.chdir(tmp_path)  # the examples use the default store, ./stepstore
     for code in found:
         exec(compile(code, f"README.md (ss.{name})", "exec"), {"__name__": "__readme__"})

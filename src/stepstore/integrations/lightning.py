@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..backends.base import RUN_STATUSES
-from ..run import Run, _new_name
+from ..run import Run, new_name
 from .adapter import RunHolder, plain
 from .requires import missing
 
@@ -93,7 +93,7 @@ class Logger(_LightningLogger):
         """
         super().__init__()
         if run is None and "name" not in init_kwargs and "resume" not in init_kwargs:
-            init_kwargs["name"] = _new_name(secrets.token_hex(8))
+            init_kwargs["name"] = new_name(secrets.token_hex(8))
         self._holder = RunHolder("stepstore.lightning.Logger", run, init_kwargs)
         self._project = run.project if run is not None else init_kwargs.get("project")
         self._run_name = run.name if run is not None else init_kwargs.get("name")
