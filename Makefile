@@ -9,14 +9,23 @@ TORCH ?= torch==2.13.0
 .PHONY: setup demo test lint bundle bundle-check bench
 setup: $(VENV)/.installed
 
+# Each step says what it installs first: the whole set-up takes a few minutes on first use.
 $(VENV)/.installed: pyproject.toml
+	@echo "[1/4] creating the virtual environment $(VENV)..."
 	python3 -m venv $(VENV)
+	@echo "[2/4] upgrading pip in $(VENV)..."
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	@echo "[3/4] installing $(TORCH) (CPU build, the largest package)..."
+	$(PY) -m pip install --progress-bar on "$(TORCH)"
+	@echo "[4/4] installing stepstore (editable) with its extras [all,dev]: pandas, pyarrow,"
+	@echo "      duckdb, zarr, scikit-learn, keras, lightning, transformers, jax, pytest, ..."
+	@echo "      (about 150 packages; pip prints only problems, then a summary line below)"
 	$(PY) -m pip install --quiet -e '.[all,dev]'
+	@echo "set-up done: $$($(PY) -m pip list --format freeze | wc -l) packages in $(VENV)"
 	touch $@
 
 demo: setup
+	@echo "running the demo: $(VENV)/bin/stepstore demo"
 	$(VENV)/bin/stepstore demo
 
 lint: setup

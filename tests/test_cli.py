@@ -21,7 +21,9 @@ from .test_export import Sample, bits, expected_csv, expected_points, read_csv, 
 STEPSTORE = Path(sys.executable).with_name("stepstore")
 
 COMMAND_OPTIONS = {
-    "runs": ["--where", "--project", "--json", "--store"],
+    "runs": ["--where", "--project", "--metric", "--sort", "--limit", "--json", "--csv", "--store"],
+    "diff": ["RUN", "--keys", "--tolerance", "--abs-tolerance", "--json", "--store"],
+    "plot": ["RUN...", "--key", "--tensor", "--x", "--smooth", "--log", "--max-points", "-o"],
     "show": ["RUN", "--json", "--store"],
     "export": ["RUN...", "--format", "--output", "--keys", "--store"],
     "check": ["--json", "--store"],
@@ -132,7 +134,13 @@ def test_runs_table_for_people(sample):
         assert run.id in result.stdout
         assert name in result.stdout
     assert "crashed" in result.stdout
-    assert "extra=3 loss=0.166667" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0] == "3 runs"  # the runs share neither project nor status
+    header = "id name project status created loss val/loss acc lr model.width model.act odd ids"
+    assert lines[1].split() == header.split()
+    beta = next(line for line in lines if line.startswith(sample.runs["beta"].id)).split()
+    row = "beta digits finished 0.166667 - - 0.1 - - - -"
+    assert beta[1:4] + beta[6:] == row.split()
     empty = cli("runs", "--store", sample.store, "--where", "params.lr > 1")
     assert empty.stdout == "no runs match\n"
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -41,7 +44,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
     store = tmp_path_factory.mktemp("demo") / "store"
     console = Console(file=io.StringIO(), width=100)
     threads = torch.get_num_threads()
-    with contextlib.redirect_stdout(io.StringIO()) as printed:  # the progress line's output
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(io.StringIO()) as printed,  # the progress line's output
+    ):
+        patch.setenv("PATH", os.defpath)  # as after `make demo`: the .venv is not activated
         run_id = demo.main(store=store, epochs=EPOCHS, console=console)
     with ss.open(store) as opened:
         view = opened.run(run_id)
@@ -173,11 +180,56 @@ def test_output_tells_where_the_data_lives_and_what_to_run(recorded: Recorded) -
     where = recorded.store.resolve()
     assert str(where) in output
     assert str(where / "stepstore.db") in output
-    assert f"stepstore show {recorded.run_id} --store {where}" in output
-    assert f"stepstore export {recorded.run_id} --format csv -o loss.csv" in output
-    assert f"stepstore ui --store {where} --open" in output
+    program, activate = demo.stepstore_command(path=os.defpath)
+    assert f"  {program} runs --store {where}\n" in output
+    assert f"  {program} show {recorded.run_id} --store {where}\n" in output
+    assert f"  {program} export {recorded.run_id} --format csv -o loss.csv --store {where}\n" in (
+        output
+    )
+    assert f"  {program} ui --store {where} --open\n" in output
+    if activate is not None:
+        assert f"(or activate the environment once, {activate}, and type plain stepstore)" in (
+            output
+        )
     for shown in ("val/acc", "grad_norm", "on_change('lr')", "max_points=2000"):
         assert shown in output
+
+
+def test_printed_commands_work_as_printed_without_an_activated_environment(
+    recorded: Recorded,
+) -> None:
+    script = Path(sys.prefix) / "bin" / "stepstore"
+    if not script.is_file():
+        pytest.skip(f"this Python has no {script} (not a virtual environment with stepstore)")
+    line = next(line.strip() for line in recorded.output.splitlines() if " show " in line)
+    assert line.split()[0] != "stepstore"  # $PATH does not find .venv/bin/stepstore
+    shown = subprocess.run(
+        line, shell=True, env={"PATH": os.defpath}, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert recorded.run_id in shown.stdout
+
+
+def test_stepstore_command_is_the_environments_script_unless_path_finds_it(
+    tmp_path: Path,
+) -> None:
+    env = tmp_path / "my env"
+    (env / "bin").mkdir(parents=True)
+    (env / "bin" / "stepstore").write_text("#!/bin/sh\n")
+    (env / "bin" / "stepstore").chmod(0o755)
+    assert demo.stepstore_command(path="", prefix=str(env), cwd=tmp_path) == (
+        "'my env/bin/stepstore'",
+        "source 'my env/bin/activate'",
+    )
+    elsewhere = demo.stepstore_command(path="/usr/bin", prefix=str(env), cwd=tmp_path / "x")
+    assert elsewhere == (f"'{env}/bin/stepstore'", f"source '{env}/bin/activate'")
+    on_path = f"/usr/bin{os.pathsep}{env / 'bin'}"
+    assert demo.stepstore_command(path=on_path, prefix=str(env), cwd=tmp_path) == (
+        "stepstore",
+        None,
+    )
+    no_script = demo.stepstore_command(path="", prefix=str(tmp_path / "none"), cwd=tmp_path)
+    assert no_script == ("stepstore", None)
 
 
 def test_progress_lines_and_system_metrics(recorded: Recorded) -> None:

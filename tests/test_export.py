@@ -8,6 +8,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -332,3 +333,261 @@ def test_bad_arguments_raise_invalid_argument(sample, tmp_path, writer):
         with pytest.raises(ss.InvalidArgumentError, match=message):
             writer(runs, path, keys)
     assert not out.exists()
+
+
+# -- project-scale export: --where/--project, records, tensors -----------------------------
+
+
+def export_cli(store: Path, *args: object):
+    from click.testing import CliRunner
+
+    from stepstore.cli import main
+
+    return CliRunner().invoke(main, ["export", "--store", str(store), *map(str, args)])
+
+
+def test_where_writes_a_csv_per_run(sample, tmp_path):
+    out = tmp_path / "out"
+    result = export_cli(sample.store, "--where", "project = 'digits'", "-o", out, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    alpha, beta = sample.runs["alpha"], sample.runs["beta"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{alpha.id}.csv", f"{beta.id}.csv"])
+    assert read_csv(out / f"{alpha.id}.csv", 2) == expected_csv(sample, ["alpha"])
+    assert read_csv(out / f"{beta.id}.csv", 2) == expected_csv(sample, ["beta"])
+    rows = len(expected_csv(sample, ["alpha"])) + len(expected_csv(sample, ["beta"])) - 2
+    assert result.output == f"wrote {rows} rows from 2 run(s) into 2 files in {out} (csv)\n"
+
+
+def test_project_one_file_parquet_has_a_run_column(sample, tmp_path):
+    path = tmp_path / "digits.parquet"
+    result = export_cli(sample.store, "--project", "digits", "--one-file", "-o", path)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(path)
+    rows = [
+        (r["run_id"], r["project"], r["run"], r["key"], r["step"], r["epoch"], bits(r["value"]))
+        for r in table.to_pylist()
+    ]
+    assert rows == expected_points(sample, ["alpha", "beta"])
+
+
+def test_where_keys_pick_runs_holding_them(sample, tmp_path):
+    out = tmp_path / "out"
+    result = export_cli(sample.store, "--where", "status != 'x'", "-k", "extra", "-o", out / "")
+    assert result.exit_code == 2  # no extension, no --format
+    result = export_cli(
+        sample.store, "--where", "status != 'x'", "-k", "extra", "-o", out, "--format", "parquet"
+    )
+    assert result.exit_code == 0, result.output
+    beta = sample.runs["beta"]
+    assert [p.name for p in out.iterdir()] == [f"{beta.id}.parquet"]
+    assert pq.read_table(out / f"{beta.id}.parquet")["value"].to_pylist() == [0.0, 1.0, 2.0, 3.0]
+    assert result.output.endswith("\nskipped 2 run(s) without scalars of the keys given\n")
+
+
+def test_where_matching_nothing_writes_nothing(sample, tmp_path):
+    out = tmp_path / "out"
+    for fmt in ("csv", "npy"):
+        result = export_cli(sample.store, "--where", "name = 'nobody'", "-o", out, "--format", fmt)
+        assert result.exit_code == 1
+        assert (
+            result.output == "error: no runs match --where \"name = 'nobody'\"; nothing written\n"
+        )
+        assert not out.exists()
+
+
+def test_runs_and_a_filter_together_are_refused(sample, tmp_path):
+    result = export_cli(
+        sample.store, "alpha", "--where", "x = 1", "--project", "p", "-o", tmp_path / "a.csv"
+    )
+    assert result.exit_code == 2
+    assert (
+        "give RUN... or --where/--project, not both (got RUN alpha and --where 'x = 1' and "
+        "--project 'p')" in result.output
+    )
+    result = export_cli(sample.store, "-o", tmp_path / "a.csv")
+    assert result.exit_code == 2
+    assert "give the runs to export: RUN..., --where EXPR or --project P" in result.output
+
+
+def test_a_key_no_run_holds_leaves_no_file(sample, tmp_path):
+    out = tmp_path / "out"
+    result = export_cli(
+        sample.store, "--project", "digits", "-k", "nope*", "-o", out, "--format", "csv"
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith("error: no scalar key matching 'nope*' in run(s) alpha (")
+    assert not out.exists()
+
+
+RECORDS = [
+    ("eval", 3, 0, {"acc": 0.1 + 0.2, "note": "first", "ids": [1, 2]}),
+    ("eval", 8, 1, {"acc": math.nan, "big": 2**40}),
+    ("a/b", 5, None, {"note": 7}),  # the epoch of the run so far: 1
+]
+
+
+@pytest.fixture
+def with_records(new_run, store_path):
+    """Runs ``r1`` (records of ``eval`` and ``a/b``) and ``r2`` (one record, no scalars)."""
+    r1 = new_run("recs", name="r1")
+    for key, step, epoch, fields in RECORDS:
+        r1.log_record(key, fields, step=step, epoch=epoch)
+    r1.finish()
+    r2 = new_run("recs", name="r2")
+    r2.log_record("eval", {"acc": 1.0}, step=0)
+    r2.finish()
+    return r1, r2
+
+
+def test_records_one_file_csv_and_parquet_read_back_exactly(with_records, store_path, tmp_path):
+    import pandas as pd
+
+    r1, r2 = with_records
+    path = tmp_path / "recs.csv"
+    result = export_cli(
+        store_path, "--project", "recs", "--what", "records", "--one-file", "-o", path
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote 4 records from 2 run(s) to {path} (csv)\n"
+    with open(path, newline="", encoding="utf-8") as file:
+        assert list(csv.reader(file)) == [
+            ["run_id", "run", "key", "step", "epoch", "note", "acc", "ids", "big"],
+            [r1.id, "r1", "a/b", "5", "1", "7", "", "", ""],
+            [r1.id, "r1", "eval", "3", "0", "first", "0.30000000000000004", "[1, 2]", ""],
+            [r1.id, "r1", "eval", "8", "1", "", "NaN", "", "1099511627776"],
+            [r2.id, "r2", "eval", "0", "", "", "1.0", "", ""],
+        ]
+    path = tmp_path / "recs.parquet"
+    result = export_cli(store_path, "r1", "r2", "--what", "records", "-o", path)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(path)
+    assert list(frame.columns) == [
+        "run_id",
+        "project",
+        "run",
+        "key",
+        "step",
+        "epoch",
+        "note",
+        "acc",
+        "ids",
+        "big",
+    ]
+    table = pq.read_table(path)
+    assert table.column("note").to_pylist() == ["7", '"first"', None, None]  # mixed: JSON
+    assert [bits(v) for v in table.column("acc").to_pylist()[1:]] == [
+        bits(0.1 + 0.2),
+        bits(math.nan),
+        bits(1.0),
+    ]
+    assert table.column("ids").to_pylist() == [None, "[1, 2]", None, None]
+    assert table.column("big").to_pylist() == [None, None, 2**40, None]
+    assert table.column("epoch").to_pylist() == [1, 0, 1, None]
+
+
+def test_records_per_run_files(with_records, store_path, tmp_path):
+    r1, _ = with_records
+    out = tmp_path / "out"
+    result = export_cli(
+        store_path,
+        "--project",
+        "recs",
+        "--what",
+        "records",
+        "-k",
+        "a/*",
+        "-o",
+        out,
+        "--format",
+        "csv",
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.iterdir()] == [f"{r1.id}.csv"]
+    with open(out / f"{r1.id}.csv", newline="", encoding="utf-8") as file:
+        assert list(csv.reader(file)) == [["key", "step", "epoch", "note"], ["a/b", "5", "1", "7"]]
+
+
+TENSORS = {
+    "a/b": [
+        (0, np.arange(6, dtype=np.float32).reshape(2, 3)),
+        (4, np.full((2, 3), -0.0, np.float32)),
+    ],
+    "..": [(1, np.array([True, False])), (2, np.array([False, True]))],
+    "w": [(0, np.array([1, 2], np.int64)), (3, np.array([5, 6, 7], np.int64))],
+}
+
+
+@pytest.fixture
+def with_tensors(new_run):
+    run = new_run("tens", name="t1")
+    for key, rows in TENSORS.items():
+        for step, array in rows:
+            run.log({key: array}, step=step)
+    run.log({"loss": 1.0}, step=9)
+    run.finish()
+    return run
+
+
+def test_npy_writes_a_file_per_key_and_step(with_tensors, store_path, tmp_path):
+    out = tmp_path / "out"
+    result = export_cli(store_path, "--project", "tens", "--format", "npy", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote 6 tensors from 1 run(s) to {out} (npy)\n"
+    run_dir = out / with_tensors.id
+    assert sorted(p.name for p in run_dir.iterdir()) == ["%2E.", "a%2Fb", "w"]
+    for key, folder in (("a/b", "a%2Fb"), ("..", "%2E."), ("w", "w")):
+        assert sorted(p.name for p in (run_dir / folder).iterdir()) == sorted(
+            f"{step}.npy" for step, _ in TENSORS[key]
+        )
+        for step, array in TENSORS[key]:
+            loaded = np.load(run_dir / folder / f"{step}.npy")
+            assert loaded.dtype == array.dtype
+            assert loaded.tobytes() == array.tobytes() and loaded.shape == array.shape
+
+
+def test_zarr_writes_a_store_per_run(with_tensors, store_path, tmp_path):
+    import zarr
+
+    out = tmp_path / "out"
+    result = export_cli(store_path, "t1", "--format", "zarr", "-o", out, "-k", "a/b", "-k", "..")
+    assert result.exit_code == 0, result.output
+    group = zarr.open_group(out / with_tensors.id, mode="r")
+    assert dict(group.attrs) == {"run_id": with_tensors.id, "run": "t1", "project": "tens"}
+    assert sorted(group.group_keys()) == ["%2E.", "a%2Fb"]
+    for key, name in (("a/b", "a%2Fb"), ("..", "%2E.")):
+        assert group[name].attrs["key"] == key
+        values = group[name]["values"][:]
+        expected = np.stack([array for _, array in TENSORS[key]])
+        assert values.dtype == expected.dtype
+        assert values.tobytes() == expected.tobytes() and values.shape == expected.shape
+        assert group[name]["steps"][:].tolist() == [step for step, _ in TENSORS[key]]
+
+
+def test_zarr_refuses_a_key_that_changed_shape_before_writing(with_tensors, store_path, tmp_path):
+    out = tmp_path / "out"
+    result = export_cli(store_path, "t1", "--format", "zarr", "-o", out)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: tensor 'w' of run t1 ({with_tensors.id}) changed shape during the run (None,); "
+        "a Zarr array holds one shape: export it with --format npy\n"
+    )
+    assert not out.exists()
+
+
+def test_tensor_formats_refuse_scalar_options(with_tensors, store_path, tmp_path):
+    result = export_cli(store_path, "t1", "--format", "npy", "--one-file", "-o", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "--format npy exports tensors" in result.output
+
+
+def test_zarr_chunks_span_several_files(with_tensors, store_path, tmp_path, monkeypatch):
+    import zarr
+
+    from stepstore.io import tensors
+
+    monkeypatch.setattr(tensors, "CHUNK_BYTES", 24)  # one 2x3 float32 step per chunk
+    out = tmp_path / "out"
+    assert export_cli(store_path, "t1", "--format", "zarr", "-k", "a/b", "-o", out).exit_code == 0
+    values = zarr.open_group(out / with_tensors.id, mode="r")["a%2Fb"]["values"]
+    assert values.chunks == (1, 2, 3)
+    assert values[:].tobytes() == np.stack([a for _, a in TENSORS["a/b"]]).tobytes()

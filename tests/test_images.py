@@ -62,8 +62,32 @@ def test_image_grid_tiles_a_batch():
     ("make", "message"),
     [
         (lambda: ss.Image(np.zeros((2, 2, 2))), r"shape \(2, 2, 2\) is not an image"),
-        (lambda: ss.Image(np.full((2, 2), 1.5)), r"float pixels must be finite and in \[0, 1\]"),
-        (lambda: ss.Image(np.full((2, 2), 300)), r"integer pixels must be in \[0, 255\]"),
+        (
+            lambda: ss.Image(np.full((2, 2), 1.5)),
+            r"^image: float pixels must be finite and in \[0, 1\] \(got min 1.5, max 1.5\); "
+            r"pass "
+            r"normalize=True to map the pixels' min..max to 0..255, or scale them to 0..1 "
+            r"\(floats\) or 0..255 \(integers\)$",
+        ),
+        (
+            lambda: ss.Image(np.full((2, 2), np.nan)),
+            r"float pixels must be finite and in \[0, 1\] \(got NaN pixels\); replace them",
+        ),
+        (
+            lambda: ss.Image(np.full((2, 2), 300)),
+            r"integer pixels must be in \[0, 255\] \(got min 300, max 300\); pass normalize=True",
+        ),
+        (
+            lambda: ss.image_grid(np.full((2, 3, 3), -0.5)),
+            r"image_grid item 0: float pixels must be finite and in \[0, 1\].*normalize=True",
+        ),
+        (
+            lambda: ss.image_grid(np.array([[[0.0, np.inf]]]), normalize=True),
+            r"image_grid: cannot normalize inf pixels; replace them first",
+        ),
+        (lambda: ss.Image(np.zeros((2, 2)), normalize=1), r"normalize=1: expected True or False"),
+        (lambda: ss.image_grid(np.zeros((1, 2, 2)), scale_each="yes"), r"scale_each='yes'"),
+        (lambda: ss.Image("no-such-file.png"), r"image: no file 'no-such-file.png'; expected"),
         (lambda: ss.Image(np.zeros((2, 2)), caption=3), r"caption=3: expected a string"),
         (lambda: ss.image_grid(np.zeros(3)), r"image_grid: shape \(3,\) is not a batch"),
     ],
@@ -78,3 +102,47 @@ def test_image_key_rejects_other_values(new_run):
     run.log({"img": ss.Image(np.zeros((2, 2)))})
     with pytest.raises(ss.KindMismatchError, match=r"key 'img' holds images; got ndarray"):
         run.log({"img": np.zeros((2, 2))})
+
+
+def test_image_files_are_read_by_path(tmp_path):
+    from PIL import Image as PILImage
+
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    PILImage.fromarray(rgb).save(tmp_path / "sample.png")
+    gray = np.arange(6, dtype=np.uint8).reshape(2, 3) * 40
+    PILImage.fromarray(gray).save(tmp_path / "gray.jpg", quality=100)
+    palette = PILImage.fromarray(rgb).convert("P")
+    palette.save(tmp_path / "palette.png")
+    assert np.array_equal(ss.Image(str(tmp_path / "sample.png")).array, rgb)
+    assert np.array_equal(ss.Image(tmp_path / "sample.png").array, rgb)  # a pathlib.Path
+    assert ss.Image(tmp_path / "gray.jpg").array.shape == (2, 3)
+    expected = np.asarray(palette.convert("RGB"))
+    assert np.array_equal(ss.Image(tmp_path / "palette.png").array, expected)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ss.InvalidValueError, match=r"image: cannot read '.*notes.txt' as an "):
+        ss.Image(tmp_path / "notes.txt")
+
+
+def test_normalize_maps_min_max_to_0_255():
+    pixels = np.array([[-1.0, 0.0], [1.0, 3.0]])
+    assert ss.Image(pixels, normalize=True).array.tolist() == [[0, 64], [128, 255]]
+    assert ss.Image(np.full((2, 2), 7.0), normalize=True).array.tolist() == [[0, 0], [0, 0]]
+    wide = np.array([[0, 1000]], dtype=np.int64)
+    assert ss.Image(wide, normalize=True).array.tolist() == [[0, 255]]
+    inside = np.array([[0.2, 0.6]])  # already in [0, 1]: normalize still stretches it
+    assert ss.Image(inside, normalize=True).array.tolist() == [[0, 255]]
+    assert ss.Image(inside).array.tolist() == [[51, 153]]
+
+
+def test_image_grid_normalizes_the_batch_or_each_image():
+    batch = np.array([[[0.0, 1.0]], [[2.0, 4.0]]])  # two 1x2 images, batch range 0..4
+    together = ss.image_grid(batch, columns=2, padding=0, normalize=True)
+    assert together.tolist() == [[0, 64, 128, 255]]
+    each = ss.image_grid(batch, columns=2, padding=0, normalize=True, scale_each=True)
+    assert each.tolist() == [[0, 255, 0, 255]]
+    torch = pytest.importorskip("torch")
+    normalised = (torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4) - 40) / 9
+    grid = ss.image_grid(normalised, normalize=True)  # NxCxHxW, values about -4.4..6.2
+    assert grid.shape == (4 + 2 * 2, 2 * 4 + 3 * 2, 3) and grid.dtype == np.uint8
+    assert grid[2, 2].tolist() == [0, 43, 86]  # channels 16 values apart: 255 * 16 / 95
+    assert grid[5, 11].tolist() == [169, 212, 255]  # the last pixel of the second image

@@ -317,3 +317,89 @@ def test_forked_child_cannot_log_into_parents_run(new_run):
         os._exit(4)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_log_without_advance_records_at_the_last_step_and_keeps_it(new_run, store_path):
+    run = new_run()
+    run.log({"val/acc": 0.1}, advance=False)  # before any step: at step 0
+    assert run.step == 0
+    for epoch in range(2):
+        for _ in range(3):
+            run.log({"loss": 1.0}, epoch=epoch)
+        run.log({"val/acc": 0.5, "val/loss": 2.0}, epoch=epoch, advance=False)
+        assert run.step == 3 * (epoch + 1)
+    run.log({"grad": 1.0}, step=9, advance=False)  # an explicit step: the run's step stays
+    run.log({"lr": 0.1}, advance=False)
+    with pytest.raises(ss.StepOrderError, match=r"key 'val/acc': step 5 is at its last"):
+        run.log({"val/acc": 0.6}, advance=False)
+    run.log({"loss": 1.0})
+    run.finish()
+    view = ss.open(store_path).run(run.id)
+    assert view.scalars("loss")["step"].tolist() == [0, 1, 2, 3, 4, 5, 6]
+    val = view.scalars("val/acc")
+    assert val["step"].tolist() == [0, 2, 5]
+    assert val["epoch"].fillna(-1).tolist() == [-1, 0, 1]
+    assert view.scalars("val/loss")[["step", "epoch"]].values.tolist() == [[2, 0], [5, 1]]
+    assert view.scalars("lr")["step"].tolist() == [5]
+
+
+def test_resume_restores_the_last_epoch(store_path):
+    first = ss.init("t", store=store_path, flush_interval=0.05)
+    for epoch in range(3):
+        first.log({"loss": 1.0}, epoch=epoch)
+    first.log({"val/acc": 0.5}, advance=False)
+    first.finish()
+    again = ss.init("t", store=store_path, resume=first.id, flush_interval=0.05)
+    assert again.step == 3
+    again.log({"loss": 0.5})
+    again.log({"loss": 0.4}, epoch=3)
+    again.finish()
+    df = ss.open(store_path).run(first.id).scalars("loss")
+    assert df[["step", "epoch"]].values.tolist() == [[0, 0], [1, 1], [2, 2], [3, 2], [4, 3]]
+
+
+def test_resume_without_epochs_keeps_points_without_epoch(store_path):
+    first = ss.init("t", store=store_path, flush_interval=0.05)
+    first.log({"loss": 1.0})
+    first.finish()
+    again = ss.init("t", store=store_path, resume=first.id, flush_interval=0.05)
+    again.log({"loss": 0.5})
+    again.finish()
+    df = ss.open(store_path).run(first.id).scalars("loss")
+    assert df["step"].tolist() == [0, 1]
+    assert df["epoch"].isna().tolist() == [True, True]
+
+
+def test_resume_takes_the_step_from_training_keys_not_system_samples(store_path):
+    first = ss.init("t", store=store_path, flush_interval=0.05)
+    first.log({"loss": 1.0}, epoch=4)
+    first.log({"system/cpu/percent": 3.0}, step=50)  # system keys count their own samples
+    first.finish()
+    again = ss.init("t", store=store_path, resume=first.id, flush_interval=0.05)
+    assert again.step == 1
+    again.log({"loss": 0.5})
+    again.finish()
+    df = ss.open(store_path).run(first.id).scalars("loss")
+    assert df[["step", "epoch"]].values.tolist() == [[0, 4], [1, 4]]
+
+
+def test_on_change_of_a_key_never_logged_warns_at_finish(new_run, store_path):
+    run = new_run()
+    run.policy("lr", ss.on_change("learning_rate"))
+    run.policy("acc", ss.on_change("acc"))  # logged: no warning
+    run.log({"lr": 0.1, "acc": 0.5})
+    run.log({"loss": 0.5}, when=ss.first(1) | ss.on_change("missing"))
+    with pytest.warns(RuntimeWarning) as caught:
+        run.finish()
+    who = f"stepstore: run {run.name} ({run.id}): policy"
+    assert [str(w.message) for w in caught] == [
+        f"{who} on_change('learning_rate') bound to 'lr' reads key 'learning_rate', which "
+        "was never logged in this run, so on_change('learning_rate') recorded nothing; log "
+        "'learning_rate' or name a key that is logged",
+        f"{who} (first(1) | on_change('missing')) given as when= reads key 'missing', which "
+        "was never logged in this run, so on_change('missing') recorded nothing; log "
+        "'missing' or name a key that is logged",
+    ]
+    assert caught[0].filename == __file__
+    view = ss.open(store_path).run(run.id)
+    assert view.status == "finished" and view.keys() == ["acc", "loss"]

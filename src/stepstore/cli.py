@@ -12,23 +12,49 @@ failed ``check``; 2 a usage error or a missing optional dependency.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import fnmatch
+import io
 import json
 import math
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import click
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
 from .errors import StepstoreError
-from .io import FORMATS, copy_runs, export_runs
+from .io import (
+    FORMATS,
+    TENSOR_FORMATS,
+    copy_runs,
+    export_each,
+    export_records,
+    export_runs,
+    export_tensors,
+)
 from .query import RunView, Store
 from .query import open as open_store
+from .query.compare import (
+    FIELDS,
+    Divergence,
+    Metric,
+    SortKey,
+    check_metrics,
+    default_metrics,
+    diverge,
+    field,
+    param_paths,
+    varying_params,
+)
+from .query.runs_frame import dotted_params
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
 
@@ -42,6 +68,12 @@ _PIPED_WIDTH = 200
 _DEMO_MODULES = ("torch", "sklearn")
 #: Python modules the dashboard needs (the ui extra).
 _UI_MODULES = ("starlette", "uvicorn")
+#: Python modules plots need (the plot extra).
+_PLOT_MODULES = ("matplotlib",)
+#: Cells wider than their header's first this many characters let the header fold.
+_MIN_HEADER = 8
+#: Characters between two columns of a comparison table.
+_GAP = 2
 
 
 class _Group(click.Group):
@@ -96,38 +128,71 @@ def main(store: str | None) -> None:
     help="Filter, e.g. \"params.lr < 0.01 and 'baseline' in tags and status = 'finished'\".",
 )
 @click.option("--project", metavar="P", help="Only runs of this project.")
+@click.option(
+    "-m",
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="KEY[:STAT]",
+    help="A summary value to show: KEY:last|min|max|count (last if no STAT), e.g. "
+    "val/acc:max; repeat for more [default: the last values of the 3 scalar keys most runs "
+    "share, val/* and losses first].",
+)
+@click.option(
+    "--sort",
+    metavar="KEY",
+    help="Order by a run field (created, name, status, duration...), a param (params.lr) "
+    "or a metric (val/acc:max); a leading - for descending; runs without a value last "
+    "[default: created].",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), metavar="N", help="Only the first N runs (sorted)."
+)
 @_json_option
+@click.option(
+    "--csv", "as_csv", is_flag=True, help="Print CSV: a row per run, every param, the metrics."
+)
 @_store_option
-def runs_command(where: str | None, project: str | None, as_json: bool, store: str | None) -> None:
-    """List runs, oldest first.
+def runs_command(
+    where: str | None,
+    project: str | None,
+    metrics: tuple[str, ...],
+    sort: str | None,
+    limit: int | None,
+    as_json: bool,
+    as_csv: bool,
+    store: str | None,
+) -> None:
+    """List runs, oldest first, to compare them.
 
-    Shows id, name, project, status, creation time, number of keys and the last values of
-    the first few keys.
+    The table shows each run's id, name, status and creation time, the params whose values
+    differ between the listed runs and the chosen metrics; what is the same for every run
+    (the project, the status) goes in the title. --json prints every field of each run,
+    summary included; --csv a row per run with every param and the chosen metrics.
     """
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
+    chosen = [Metric.parse(text) for text in metrics]
     with _open(store) as opened:
-        views = opened.runs(where=where, project=project)
+        views = opened.runs(where=where, project=project, with_keys=True)
+        check_metrics(chosen, views)
+        order = None if sort is None else SortKey.parse(sort, views)
+        if order is not None:
+            views = order.sort(views)
+        views = views[:limit]
+        chosen = chosen or default_metrics(views)
+        if order is not None and order.metric is not None and order.metric not in chosen:
+            chosen.append(order.metric)
         if as_json:
             _echo_json([_describe(view) for view in views])
-            return
-        if not views:
+        elif as_csv:
+            _echo_csv(views, chosen)
+        elif not views:
             click.echo("no runs match" if where or project else f"no runs in {opened.uri}")
-            return
-        table = Table("id", "name", "project", "status", "created", "keys", "last values")
-        for view in views:
-            summary = view.summary
-            shown = [f"{key}={_number(s['last'])}" for key, s in summary.items()]
-            if len(shown) > _SUMMARY_KEYS:
-                shown = [*shown[:_SUMMARY_KEYS], "…"]
-            table.add_row(
-                view.id,
-                view.name,
-                view.project,
-                view.status,
-                _local_time(view.created),
-                str(len(summary)),
-                " ".join(shown),
-            )
-    _console().print(table)
+        else:
+            console = _console()
+            console.print(_runs_heading(views), style="bold", soft_wrap=True)
+            console.print(_runs_table(views, chosen, console.width))
 
 
 @main.command("show")
@@ -148,7 +213,7 @@ def show_command(run: str, as_json: bool, store: str | None) -> None:
         console = _console()
         console.print(f"run {view.name} ({view.id})", style="bold")
         console.print(_fields(_metadata(view)))
-        params = dict(_flatten(view.params))
+        params = dict(dotted_params(view.params))
         if params:
             console.print("params", style="bold")
             console.print(_fields({path: _plain(value) for path, value in params.items()}))
@@ -156,17 +221,24 @@ def show_command(run: str, as_json: bool, store: str | None) -> None:
         if bindings:
             console.print("capture policies", style="bold")
             console.print(_fields({b["pattern"]: b["policy"] for b in bindings}))
+        reductions = {r["pattern"]: r["how"] or "raw" for r in view.capture.get("reductions", [])}
+        if reductions:
+            console.print("reductions (tensors stored as)", style="bold")
+            console.print(_fields(reductions))
         console.print(_key_table(view))
 
 
 @main.command("export")
-@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.argument("runs", nargs=-1, metavar="[RUN...]")
+@click.option("--where", metavar="EXPR", help="Export the runs matching this filter.")
+@click.option("--project", metavar="P", help="Export the runs of this project.")
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(FORMATS),
-    help="csv (wide: a row per step, a column per key) or parquet (long: a row per point) "
-    "[default: from the extension of PATH].",
+    type=click.Choice((*FORMATS, *TENSOR_FORMATS)),
+    help="csv (scalars: a row per step, a column per key; records: a row per record), "
+    "parquet (a row per point or record), npy (tensors: PATH/RUN/KEY/STEP.npy) or zarr "
+    "(tensors: a Zarr v3 store per run) [default: from the extension of PATH].",
 )
 @click.option(
     "-o",
@@ -175,45 +247,120 @@ def show_command(run: str, as_json: bool, store: str | None) -> None:
     required=True,
     type=click.Path(),
     metavar="PATH",
-    help="File to write.",
+    help="File to write; with --where/--project (without --one-file), npy or zarr: a "
+    "directory, created if missing.",
+)
+@click.option(
+    "--what",
+    type=click.Choice(("scalars", "records")),
+    default="scalars",
+    show_default=True,
+    help="What csv and parquet hold: scalar points or records (Run.log_record).",
+)
+@click.option(
+    "--one-file",
+    is_flag=True,
+    help="With --where/--project: every run in one file (led by run columns) instead of a "
+    "file per run.",
 )
 @click.option(
     "-k",
     "--keys",
     multiple=True,
     metavar="KEY",
-    help="A key or glob to export; repeat for more [default: every scalar key].",
+    help="A key or glob to export; repeat for more [default: every key of the kind].",
 )
 @click.option(
     "--all-ranks",
     is_flag=True,
     help='Every rank\'s points of runs recorded with ranks="all", with a rank column '
-    "[default: rank 0's].",
+    "[default: rank 0's]; scalars only.",
 )
 @_store_option
 def export_command(
     runs: tuple[str, ...],
+    where: str | None,
+    project: str | None,
     fmt: str | None,
     path: str,
+    what: str,
+    one_file: bool,
     keys: tuple[str, ...],
     all_ranks: bool,
     store: str | None,
 ) -> None:
-    """Export runs' scalar series to CSV or Parquet.
+    """Export runs' scalars or records (CSV, Parquet) or tensors (npy, Zarr).
 
-    RUN is a run id or name; several runs go into one file.
+    Name the runs (RUN is an id or name; they go into one file) or select them with
+    --where/--project (a file per run in the directory PATH, or one file with --one-file).
+    Tensors go to a directory: PATH/RUN_ID/KEY/STEP.npy, or a Zarr store PATH/RUN_ID.
     """
-    if fmt is None:
-        suffix = Path(path).suffix.lower()
-        if suffix not in _SUFFIXES:
-            raise click.UsageError(
-                f"cannot tell the format from {path!r}; give --format {'|'.join(FORMATS)}"
-            )
-        fmt = _SUFFIXES[suffix]
+    if runs and (where is not None or project is not None):
+        raise click.UsageError(
+            f"give RUN... or --where/--project, not both (got RUN {' '.join(runs)} and "
+            f"{_selection(where, project)})"
+        )
+    if not runs and where is None and project is None:
+        raise click.UsageError("give the runs to export: RUN..., --where EXPR or --project P")
+    fmt = fmt or _export_format(path)
+    tensors = fmt in TENSOR_FORMATS
+    if tensors and (what != "scalars" or one_file or all_ranks):
+        raise click.UsageError(
+            f"--format {fmt} exports tensors, a file per tensor or a store per run: "
+            "--what, --one-file and --all-ranks do not apply"
+        )
+    if what == "records" and all_ranks:
+        raise click.UsageError("--all-ranks applies to scalars, not records")
+    chosen_keys = list(keys) or None
+    ranks = "all" if all_ranks else None
     with _open(store) as opened:
-        views = [opened.run(run) for run in runs]
-        rows = export_runs(views, path, fmt, list(keys) or None, "all" if all_ranks else None)
-    click.echo(f"wrote {rows} rows from {len(views)} run(s) to {path} ({fmt})")
+        views = [opened.run(run) for run in runs] or opened.runs(where, project, with_keys=True)
+        if not views:
+            click.echo(
+                f"error: no runs match {_selection(where, project)}; nothing written", err=True
+            )
+            click.get_current_context().exit(1)
+        if tensors:
+            count = export_tensors(views, path, fmt, chosen_keys)
+            click.echo(f"wrote {count} tensors from {len(views)} run(s) to {path} ({fmt})")
+        elif runs or one_file:
+            if what == "records":
+                rows = export_records(views, path, fmt, chosen_keys)
+            else:
+                rows = export_runs(views, path, fmt, chosen_keys, ranks)
+            click.echo(f"wrote {rows} {_unit(what)} from {len(views)} run(s) to {path} ({fmt})")
+        else:
+            written = export_each(views, path, fmt, what, chosen_keys, ranks)
+            rows = sum(w.rows for w in written)
+            click.echo(
+                f"wrote {rows} {_unit(what)} from {len(written)} run(s) into {len(written)} "
+                f"files in {path} ({fmt})"
+            )
+            if len(written) < len(views):
+                given = " of the keys given" if keys else ""
+                click.echo(f"skipped {len(views) - len(written)} run(s) without {what}{given}")
+
+
+def _export_format(path: str) -> str:
+    """The export format the extension of ``path`` names; a usage error if none does."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise click.UsageError(
+            f"cannot tell the format from {path!r}; give --format "
+            f"{'|'.join((*FORMATS, *TENSOR_FORMATS))}"
+        )
+    return _SUFFIXES[suffix]
+
+
+def _selection(where: str | None, project: str | None) -> str:
+    """``--where``/``--project`` as given, for messages."""
+    parts = [f"--where {where!r}" if where is not None else ""]
+    parts.append(f"--project {project!r}" if project is not None else "")
+    return " and ".join(p for p in parts if p)
+
+
+def _unit(what: str) -> str:
+    return "rows" if what == "scalars" else "records"
 
 
 @main.command("copy")
@@ -407,10 +554,206 @@ def report_command(runs: tuple[str, ...], path: str, store: str | None) -> None:
     click.echo(f"wrote {written} ({len(runs)} run(s))")
 
 
-def _missing_extra(exc: ModuleNotFoundError, extra: str) -> NoReturn:
+@main.command("diff")
+@click.argument("first", metavar="RUN")
+@click.argument("second", metavar="RUN")
+@click.option(
+    "-k",
+    "--keys",
+    multiple=True,
+    metavar="KEY",
+    help="A key or glob to compare; repeat for more [default: every key both recorded].",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=1e-6,
+    show_default=True,
+    help="Relative difference up to which two values count as the same.",
+)
+@click.option(
+    "--abs-tolerance",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Absolute difference up to which two values count as the same.",
+)
+@_json_option
+@_store_option
+def diff_command(
+    first: str,
+    second: str,
+    keys: tuple[str, ...],
+    tolerance: float,
+    abs_tolerance: float,
+    as_json: bool,
+    store: str | None,
+) -> None:
+    """Compare two runs (by id or name): A is the first, B the second.
+
+    Shows the params that differ, the keys only one run recorded, the summary of the
+    common keys side by side and, per common scalar key, the first step both recorded
+    where the values differ by more than the tolerance ("same" if none does).
+    """
+    with _open(store) as opened:
+        a, b = opened.run(first), opened.run(second)
+        common = [k for k in a.keys() if k in set(b.keys())]
+        if keys:
+            common = [k for k in common if any(fnmatch.fnmatchcase(k, p) for p in keys)]
+        scalars = set(a.keys("scalar")) & set(b.keys("scalar"))
+        parted = [
+            diverge(k, a.columns(k), b.columns(k), tolerance, abs_tolerance)
+            for k in common
+            if k in scalars
+        ]
+    params_a, params_b = dict(dotted_params(a.params)), dict(dotted_params(b.params))
+    differing = varying_params([a, b])
+    only = {
+        name: sorted(set(x.keys()) - set(y.keys())) for name, x, y in (("a", a, b), ("b", b, a))
+    }
+    if as_json:
+        _echo_json(
+            {
+                "a": _describe(a),
+                "b": _describe(b),
+                "params": {p: [params_a.get(p), params_b.get(p)] for p in differing},
+                "only_a": only["a"],
+                "only_b": only["b"],
+                "series": [dataclasses.asdict(d) for d in parted],
+            }
+        )
+        return
+    console = _console()
+    width = console.width
+    console.print(_fields({label: _run_line(view) for label, view in (("A", a), ("B", b))}))
+    if differing:
+        console.print("params that differ", style="bold")
+        console.print(
+            _compact_table(
+                [
+                    _Column("param", differing, wrap=True),
+                    _Column("A", [_param_cell(params_a, p) for p in differing], wrap=True),
+                    _Column("B", [_param_cell(params_b, p) for p in differing], wrap=True),
+                ],
+                width,
+            )
+        )
+    else:
+        console.print("params: the same", style="bold")
+    for name in ("a", "b"):
+        if only[name]:
+            console.print(f"only in {name.upper()}: {', '.join(only[name])}", soft_wrap=False)
+    if common:
+        console.print("summary of the keys both recorded", style="bold")
+        console.print(_summary_table(a, b, common, width))
+    if parted:
+        limits = f"relative {tolerance:g}" + (
+            f", absolute {abs_tolerance:g}" if abs_tolerance else ""
+        )
+        console.print(f"where the series part (tolerance: {limits})", style="bold")
+        console.print(_divergence_table(parted, width))
+
+
+@main.command("plot")
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option(
+    "-k",
+    "--key",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="A scalar key or glob; one panel per --key, the runs overlaid; repeat for more.",
+)
+@click.option(
+    "--tensor",
+    metavar="KEY",
+    help="Instead of --key: a tensor key, drawn as its histogram over steps (one panel per run).",
+)
+@click.option(
+    "--x",
+    "x",
+    type=click.Choice(["step", "epoch", "time"]),
+    default="step",
+    show_default=True,
+    help="The x axis: step, epoch, or seconds since the run was created.",
+)
+@click.option(
+    "--smooth",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="EMA",
+    help="Exponential moving average: a weight of the newest point in (0, 1), or a "
+    "half-life in points (>= 1); the raw values stay, faint.",
+)
+@click.option(
+    "--log", "log_scale", is_flag=True, help="Logarithmic y axis (colour, with --tensor)."
+)
+@click.option(
+    "--max-points",
+    type=click.IntRange(min=4),
+    default=2000,
+    show_default=True,
+    help="Points per line; past it each bucket's min and max are kept and its range shaded.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Image to write: .png or .svg.",
+)
+@_store_option
+def plot_command(
+    runs: tuple[str, ...],
+    keys: tuple[str, ...],
+    tensor: str | None,
+    x: str,
+    smooth: float | None,
+    log_scale: bool,
+    max_points: int,
+    path: str,
+    store: str | None,
+) -> None:
+    """Plot scalar keys of runs (overlaid), or a tensor key's histogram over steps, to an
+    image file.
+
+    RUN is a run id or name. Needs matplotlib: pip install 'stepstore[plot]'.
+    """
+    if bool(keys) == (tensor is not None):
+        raise click.UsageError("give --key KEY (one or more) or --tensor KEY")
+    if Path(path).suffix.lower() not in (".png", ".svg"):
+        raise click.UsageError(f"cannot tell the image type of {path!r}; give a .png or .svg file")
+    try:
+        import matplotlib  # noqa: F401 - checked here, used by stepstore.plot
+    except ModuleNotFoundError as exc:
+        _missing_extra(exc, "plot", _PLOT_MODULES)
+    from . import plot
+
+    with _open(store) as opened:
+        views = [opened.run(run) for run in runs]
+        fig, axes = plot.figure(len(views) if tensor is not None else len(keys))
+        if tensor is not None:
+            for view, ax in zip(views, axes, strict=True):
+                plot.plot_tensor_histogram(view, tensor, ax=ax, log=log_scale)
+        else:
+            for key, ax in zip(keys, axes, strict=True):
+                plot.plot_scalars(
+                    views, key, x=x, ax=ax, smooth=smooth, log=log_scale, max_points=max_points
+                )
+                ax.set_title(key, fontsize="medium")
+            for ax in axes[:-1]:  # the panels share the x axis, labelled once at the bottom
+                ax.set_xlabel("")
+        plot.save(fig, path)
+    click.echo(f"wrote {path}")
+
+
+def _missing_extra(
+    exc: ModuleNotFoundError, extra: str, modules: tuple[str, ...] = _UI_MODULES
+) -> NoReturn:
     """Report a missing optional dependency (exit code 2), naming the extra that installs it."""
     missing = (exc.name or "").partition(".")[0]
-    if missing not in _UI_MODULES:
+    if missing not in modules:
         raise exc
     click.echo(
         f"error: this command needs {missing}, which is not installed; "
@@ -496,13 +839,25 @@ def _metadata(view: RunView) -> dict[str, str]:
 
 
 def _key_table(view: RunView) -> Table:
-    """Per key: points stored, step range, last/min/max, capture policy and points skipped."""
+    """Per key: points stored, step range, last/min/max, capture policy and points skipped.
+
+    Keys with points, and keys whose every point the policy skipped; not a tensor key that
+    was stored only as its reduction (runs recorded before the capture metadata listed the
+    reduction's outputs in its place).
+    """
     summary = view.summary
     capture = view.capture.get("keys", {})
     table = Table(
         "key", "count", "first step", "last step", "last", "min", "max", "policy", "skipped"
     )
-    for key in sorted(set(summary) | set(capture)):
+    reduced = {
+        key
+        for key, info in capture.items()
+        if key not in summary
+        and info.get("recorded")
+        and any(stored.startswith(f"{key}/") for stored in summary)
+    }
+    for key in sorted((set(summary) | set(capture)) - reduced):
         stats = summary.get(key, {})
         info = capture.get(key, {})
         table.add_row(
@@ -529,15 +884,6 @@ def _fields(rows: dict[str, str]) -> Table:
     return table
 
 
-def _flatten(params: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Nested params as ``(dotted.path, value)`` pairs, as the filter language names them."""
-    for key, value in params.items():
-        if isinstance(value, dict) and value:
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
 def _plain(value: Any) -> str:
     """A param value for people: strings as they are, floats exactly, the rest as JSON."""
     if isinstance(value, str):
@@ -556,3 +902,183 @@ def _number(value: float | None) -> str:
 
 def _local_time(seconds: float | None) -> str:
     return "-" if seconds is None else datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- comparison output (runs, diff) ------------------------------------------------------------
+
+
+class _Column(NamedTuple):
+    """A column of a comparison table: its header, its cells, whether they are numbers
+    (right-aligned) and whether they may wrap over lines (else they are never cut)."""
+
+    header: str
+    cells: list[str]
+    numeric: bool = False
+    wrap: bool = False
+
+    @property
+    def width(self) -> int:
+        """The width the column takes: its widest cell or header line; a wrapping column's
+        header may fold down to its cells' width (at least :data:`_MIN_HEADER`)."""
+        widest = max(map(cell_len, self.cells), default=0)
+        header = max(map(cell_len, self.header.splitlines()), default=0)
+        return max(widest, min(header, max(widest, _MIN_HEADER)) if self.wrap else header)
+
+
+def _compact_table(columns: list[_Column], width: int) -> Table:
+    """A table without vertical lines of ``columns``: the first that fit in ``width``;
+    the rest are left out, named in the caption."""
+    shown: list[_Column] = []
+    used = -_GAP
+    for column in columns:
+        if shown and used + _GAP + column.width > width:
+            break
+        shown.append(column)
+        used += _GAP + column.width
+    left = [c.header.replace("\n", ":") for c in columns[len(shown) :]]
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        caption=f"not shown (too wide): {', '.join(left)}" if left else None,
+        caption_justify="left",
+    )
+    for column in shown:
+        table.add_column(
+            column.header,
+            justify="right" if column.numeric else "left",
+            no_wrap=not column.wrap,
+            overflow="fold",
+        )
+    for row in zip(*(c.cells for c in shown), strict=True):
+        table.add_row(*row)
+    return table
+
+
+def _runs_table(views: list[RunView], metrics: list[Metric], width: int) -> Table:
+    """Runs with ``metrics`` and the params that vary (a metric ``KEY:STAT`` headed by KEY
+    over STAT); the project and the status only when they differ between runs."""
+    columns = [
+        _Column("id", [v.id for v in views]),
+        _Column("name", [v.name for v in views], wrap=True),
+    ]
+    for name in ("project", "status"):
+        values = [field(v, name) for v in views]
+        if len(set(values)) > 1:
+            columns.append(_Column(name, values, wrap=True))
+    columns.append(_Column("created", [_short_time(v.created) for v in views]))
+    columns += [
+        _Column(m.label.replace(":", "\n"), [_number(m.of(v)) for v in views], numeric=True)
+        for m in metrics
+    ]
+    flat = [dict(dotted_params(v.params)) for v in views]
+    for path in varying_params(views):
+        cells = [_param_cell(params, path) for params in flat]
+        numeric = all(isinstance(p.get(path), (int, float)) for p in flat)
+        columns.append(_Column(path, cells, numeric, wrap=not numeric))
+    return _compact_table(columns, width)
+
+
+def _runs_heading(views: list[RunView]) -> str:
+    """How many runs, and the project and status when all runs share them."""
+    parts = [f"{len(views)} run{'s' * (len(views) != 1)}"]
+    for name in ("project", "status"):
+        values = {field(v, name) for v in views}
+        if len(values) == 1:
+            parts.append(f"{name} {values.pop()}")
+    return " · ".join(parts)
+
+
+def _echo_csv(views: list[RunView], metrics: list[Metric]) -> None:
+    """Runs as CSV: fields, tags (JSON), every param (``params.PATH``) and ``metrics``
+    (``metrics.KEY.STAT``); times in ISO 8601 (UTC), floats exact, nothing for none."""
+    paths = param_paths(views)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        [
+            *FIELDS,
+            "tags",
+            *(f"params.{p}" for p in paths),
+            *(f"metrics.{m.key}.{m.stat}" for m in metrics),
+        ]
+    )
+    for view in views:
+        params = dict(dotted_params(view.params))
+        times = {"created": view.created, "ended": view.ended}
+        writer.writerow(
+            [
+                *(
+                    _iso_time(times[name]) if name in times else _csv_cell(field(view, name))
+                    for name in FIELDS
+                ),
+                _csv_cell(view.tags),
+                *(_csv_cell(params.get(p)) for p in paths),
+                *(_csv_cell(m.of(view)) for m in metrics),
+            ]
+        )
+    click.echo(out.getvalue(), nl=False)
+
+
+def _csv_cell(value: Any) -> str:
+    """A CSV cell: empty for none, strings as they are, floats exactly, the rest as JSON."""
+    return "" if value is None else _plain(value)
+
+
+def _iso_time(seconds: float | None) -> str:
+    return "" if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).isoformat()
+
+
+def _short_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+
+
+def _run_line(view: RunView) -> str:
+    """A run in one line: name, id, project, status and creation time."""
+    return f"{view.name} ({view.id}) · {view.project} · {view.status} · {_local_time(view.created)}"
+
+
+def _param_cell(params: dict[str, Any], path: str) -> str:
+    return _plain(params[path]) if path in params else "-"
+
+
+def _summary_table(a: RunView, b: RunView, keys: list[str], width: int) -> Table:
+    """The summaries of ``keys`` in both runs, a row per key and run."""
+    rows = [
+        (key if label == "A" else "", label, view.summary[key])
+        for key in keys
+        for label, view in (("A", a), ("B", b))
+    ]
+    return _compact_table(
+        [
+            _Column("key", [key for key, _, _ in rows], wrap=True),
+            _Column("run", [label for _, label, _ in rows]),
+            *(
+                _Column(stat, [_number(s[stat]) for _, _, s in rows], True)
+                for stat in ("count", "last", "min", "max")
+            ),
+        ],
+        width,
+    )
+
+
+def _divergence_table(parted: list[Divergence], width: int) -> Table:
+    """Per key: the first step where the runs' values part, with both values, or "same"."""
+
+    def where(d: Divergence) -> str:
+        if d.step is not None:
+            return f"step {d.step}"
+        if not d.common:
+            return "no common steps"
+        return "same" if d.same_steps else f"same on {d.common} common steps"
+
+    return _compact_table(
+        [
+            _Column("key", [d.key for d in parted], wrap=True),
+            _Column("first difference", [where(d) for d in parted]),
+            _Column("A", [_number(d.a) if d.step is not None else "" for d in parted], True),
+            _Column("B", [_number(d.b) if d.step is not None else "" for d in parted], True),
+        ],
+        width,
+    )

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -304,14 +307,55 @@ def _report(location: str, run_id: str, console: Console) -> None:
         )
         store_arg = str(where)
     flag = f"--store {shlex.quote(store_arg)}"
+    program, activate = stepstore_command()
     console.print("Next:")
     for command in (
-        f"stepstore runs {flag}",
-        f"stepstore show {run_id} {flag}",
-        f"stepstore export {run_id} --format csv -o loss.csv {flag}",
-        f"stepstore ui {flag} --open",
+        f"{program} runs {flag}",
+        f"{program} show {run_id} {flag}",
+        f"{program} export {run_id} --format csv -o loss.csv {flag}",
+        f"{program} ui {flag} --open",
     ):
         console.print(f"  [bold]{escape(command)}[/]", soft_wrap=True)
+    if activate is not None:
+        console.print(
+            f"(or activate the environment once, [bold]{escape(activate)}[/], and type plain "
+            "[bold]stepstore[/])",
+            soft_wrap=True,
+        )
 
 
-__all__ = ["build_model", "load_split", "main"]
+def stepstore_command(
+    path: str | None = None, prefix: str | None = None, cwd: Path | None = None
+) -> tuple[str, str | None]:
+    """How to type the ``stepstore`` command of this Python's environment.
+
+    Args:
+        path: The search path; ``$PATH`` if None.
+        prefix: The environment's root; ``sys.prefix`` if None.
+        cwd: The directory the commands are typed in; the current one if None.
+
+    Returns:
+        ``("stepstore", None)`` when the search path finds this environment's script (the
+        environment is activated, or its scripts are on the path anyway) or when the
+        environment has none; otherwise the script's path (relative to ``cwd`` when it lies
+        inside it, e.g. ``.venv/bin/stepstore``) and the command that activates the
+        environment.
+    """
+    windows = os.name == "nt"
+    scripts = Path(sys.prefix if prefix is None else prefix) / ("Scripts" if windows else "bin")
+    script = scripts / ("stepstore.exe" if windows else "stepstore")
+    if not script.is_file():
+        return "stepstore", None
+    found = shutil.which("stepstore", path=os.environ.get("PATH", "") if path is None else path)
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "stepstore", None
+    here = Path.cwd() if cwd is None else cwd
+
+    def shown(file: Path) -> str:
+        return shlex.quote(str(file.relative_to(here) if file.is_relative_to(here) else file))
+
+    activate = shown(scripts / "activate")
+    return shown(script), activate if windows else f"source {activate}"
+
+
+__all__ = ["build_model", "load_split", "main", "stepstore_command"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .backends import open_backend
-from .backends.base import RUN_STATUSES, Backend, RankRecord, RunRecord
+from .backends.base import RUN_STATUSES, Backend, RankRecord, RunRecord, SeriesRecord
 from .config import Config, load_config
 from .console import ProgressLine
 from .distributed import rank_and_world, shared_run_id
@@ -44,11 +44,11 @@ from .errors import (
 from .journal import RECORD, Journal, is_held, journal_name
 from .policies import Check, KeyState, Policy, log_spaced
 from .recovery import recover_orphans
-from .series.chunk import NO_EPOCH
+from .series.chunk import NO_EPOCH, decode
 from .system import SystemSampler, check_interval
 from .tensors.images import Image
 from .tensors.location import ArrayLocation
-from .tensors.reduce import Reduction
+from .tensors.reduce import STAT_NAMES, Reduction
 from .tensors.staging import is_array, stage
 from .tensors.writer import ArrayWriter, record_json
 from .trees import flatten
@@ -165,6 +165,16 @@ def _kind_of(value: Any) -> str:
     return "tensor" if is_array(value) else "scalar"
 
 
+#: The series a tensor key reduced with ``reduce(..., how)`` is stored as, by suffix.
+_REDUCED_OUTPUTS = {"stats": STAT_NAMES, "histogram": ("histogram", "histogram_edges")}
+
+
+def _capture_entry(state: KeyState, recorded: int, skipped: int) -> dict[str, Any]:
+    """A key's line of the capture metadata."""
+    policy = None if state.policy is None else repr(state.policy)
+    return {"policy": policy, "recorded": recorded, "skipped": skipped}
+
+
 def _check_count(name: str, value: Any, maximum: int = _MAX_STEP) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         raise InvalidArgumentError(
@@ -207,6 +217,7 @@ class Run:
         self._array_store = record.array_store or backend.default_array_store
         self._array_writer: ArrayWriter | None = None
         self._reductions: list[tuple[str, Reduction]] = []
+        self._reduced: dict[str, str] = {}  # tensor key -> "stats"/"histogram" it was stored as
         self._budgets: list[dict[str, Any]] = []
         self._progress: ProgressLine | None = None
         self._system: SystemSampler | None = None
@@ -286,7 +297,8 @@ class Run:
 
     @property
     def step(self) -> int:
-        """The step the next ``log()`` without ``step=`` records at."""
+        """The step the next ``log()`` without ``step=`` records at (with ``advance=False``,
+        the one before)."""
         return self._step
 
     @property
@@ -320,10 +332,15 @@ class Run:
                 record one key per leaf, ``params/dense/kernel``.
             step: The iteration; when omitted, one more than the last step given to this run
                 (0 for the first call). Each key's steps only go forward.
-            epoch: The epoch the step belongs to; when omitted, the last epoch given.
+            epoch: The epoch the step belongs to; when omitted, the last epoch given (on a
+                resumed run, the last epoch recorded before).
             when: A capture policy for this call, overriding the keys' bound policies.
-            advance: Whether an explicit ``step`` moves the run's next automatic step on
-                (integrations that record beside the training loop pass False).
+            advance: Whether the call moves the run's step on. ``advance=False`` without
+                ``step`` records at the run's last step (``run.step - 1``, the step of the
+                last call that moved it on; 0 before any) and leaves the step there: how
+                per-epoch values join the epoch's last training step. With an explicit
+                ``step`` it only leaves the run's step where it is (integrations recording
+                beside the training loop pass it).
             repeat: Let a key take another value at its last step (a key takes one value per
                 step otherwise; integrations recording every forward of a step pass True).
 
@@ -347,10 +364,13 @@ class Run:
         # the run's step and epoch move on only once the call has succeeded
         next_step = self._step
         if step is None:
-            step = next_step
-            if step > _MAX_STEP:
-                self._steps_exhausted()
-            next_step = step + 1
+            if not advance:
+                step = max(next_step - 1, 0)
+            else:
+                step = next_step
+                if step > _MAX_STEP:
+                    self._steps_exhausted()
+                next_step = step + 1
         else:
             if type(step) is not int or not 0 <= step <= _MAX_STEP:
                 step = _check_count("step", step)
@@ -504,6 +524,8 @@ class Run:
                     "(log scalars under their own key)"
                 )
             reduction = self._reduction_for(key)
+            if not reduction.raw:
+                self._reduced[key] = str(reduction.how)
             staged = stage(key, value, self._arrays().pool)
             nbytes = staged.array.nbytes if hasattr(staged.array, "nbytes") else 0
             self._charge_budget(state, nbytes, step)
@@ -523,6 +545,7 @@ class Run:
         """Record a scalar derived on a writer thread (tensor statistics)."""
         state = self._keys.get(key) or self._new_key(key, value, "scalar")
         self._writer.defer([(2 * self._cursor.written + 1, state.id, step, epoch, stamp, value)])
+        state.count += 1
 
     def reduce(
         self,
@@ -790,7 +813,32 @@ class Run:
         )
 
     def capture_info(self) -> dict[str, Any]:
-        """Which policy governs each key and how many points it kept and skipped."""
+        """Which policy governs each stored key and how many points it kept and skipped.
+
+        ``keys`` lists the keys as stored, so each ``recorded`` is the count of its series.
+        A tensor key reduced to statistics or a histogram (:meth:`reduce`) is stored as its
+        outputs (``KEY/mean``, ..., ``KEY/histogram``, ``KEY/histogram_edges``): they stand
+        in its place, each with the policy and skipped points of that key (``from``).
+        """
+        keys = dict(list(self._keys.items()))  # log() and the writers may add keys meanwhile
+        entries: dict[str, dict[str, Any]] = {}
+        for key, state in keys.items():
+            how = self._reduced.get(key)
+            outputs = [] if how is None else _REDUCED_OUTPUTS[how]
+            produced = False
+            for suffix in outputs:
+                output = keys.get(f"{key}/{suffix}")
+                stored = 0 if output is None else output.count  # restored on a resume
+                recorded = stored + (state.count if how == "histogram" else 0)
+                if recorded:
+                    skipped = state.rejected + (0 if output is None else output.rejected)
+                    entries[f"{key}/{suffix}"] = {
+                        **_capture_entry(state, recorded, skipped),
+                        "from": key,
+                    }
+                    produced = True
+            if not produced:
+                entries.setdefault(key, _capture_entry(state, state.count, state.rejected))
         return {
             "bindings": [{"pattern": p, "policy": repr(w)} for p, w in self._bindings],
             "reductions": [
@@ -798,14 +846,7 @@ class Run:
                 for p, r in self._reductions
             ],
             "budgets": [dict(b) for b in self._budgets],
-            "keys": {
-                key: {
-                    "policy": repr(s.policy) if s.policy is not None else None,
-                    "recorded": s.count,
-                    "skipped": s.rejected,
-                }
-                for key, s in list(self._keys.items())  # log() may add keys meanwhile
-            },
+            "keys": entries,
         }
 
     def writer_info(self) -> dict[str, Any]:
@@ -862,6 +903,22 @@ class Run:
         self._backend.commit(self.id, [], [], {**fields, **self._writer_fields()}, self._rank)
         self._journal.close(remove=True)
         self._backend.close()  # the last connection to close checkpoints SQLite's WAL
+        self._warn_unseen_triggers()
+
+    def _warn_unseen_triggers(self) -> None:
+        """Warn of each ``on_change(key)`` whose key was never logged: it recorded nothing."""
+        uses = [(p, f"bound to {pattern!r}") for pattern, p in self._bindings]
+        uses += [(p, "given as when=") for p in self._when]
+        for policy, where in uses:
+            for key in sorted(policy.triggers - self._keys.keys()):
+                warnings.warn(
+                    f"stepstore: run {self.name} ({self.id}): policy {policy!r} {where} "
+                    f"reads key {key!r}, which was never logged in this run, so "
+                    f"on_change({key!r}) recorded nothing; log {key!r} or name a key that "
+                    "is logged",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
     def __enter__(self) -> Run:
         return self
@@ -870,6 +927,10 @@ class Run:
         self.finish("finished" if kind is None else "crashed")
 
     def _restore_keys(self) -> None:
+        """Take up a resumed run's keys, its step (one past the last training step) and its
+        epoch (that of the last scalar point at that step). System keys count their own
+        sample steps and move neither."""
+        last: tuple[int, SeriesRecord] | None = None  # the scalar series that ends last
         for series in self._backend.series(self.id, self._rank):
             state = KeyState(len(self._key_list), series.key, series.kind)
             state.count = series.summary.count
@@ -878,11 +939,27 @@ class Run:
             )
             self._keys[series.key] = state
             self._key_list.append((series.key, series.kind))
+            if series.key.startswith("system/"):
+                continue
             self._step = max(self._step, state.last_step + 1)
+            ends_last = last is None or state.last_step > last[0]
+            if series.kind == "scalar" and state.last_step >= 0 and ends_last:
+                last = (state.last_step, series)
+        if last is not None:
+            self._epoch = self._last_epoch(*last)
         capture = self._record.capture.get("keys", {})
         for key, info in capture.items():
             if key in self._keys:
                 self._keys[key].rejected = info.get("skipped", 0)
+
+    def _last_epoch(self, step: int, series: SeriesRecord) -> int | None:
+        """The epoch of a scalar series' last point, at ``step`` (None when it was logged
+        without one)."""
+        chunks = self._backend.chunks(series.id, steps=(step, step))
+        if not chunks or chunks[-1].data is None:
+            return None
+        epoch = int(decode(chunks[-1].data, f"series {series.key!r}").epoch[-1])
+        return None if epoch == NO_EPOCH else epoch
 
 
 class IdleRun(Run):

@@ -85,8 +85,8 @@ def export_csv(
             named like one of the fixed columns.
         NotFoundError: A key matches no scalar key of any of the runs.
     """
-    views = _check_runs(runs)
-    target = _check_path(path)
+    views = check_runs(runs)
+    target = check_path(path)
     frames = _read(views, keys, ranks)
     columns = list(dict.fromkeys(k for frame in frames for k in frame["key"].cat.categories))
     fixed = [
@@ -146,8 +146,8 @@ def export_parquet(
 
     from .. import __version__
 
-    views = _check_runs(runs)
-    target = _check_path(path)
+    views = check_runs(runs)
+    target = check_path(path)
     frames = _read(views, keys, ranks)
     schema = points_schema(with_rank=ranks is not None).with_metadata(
         {
@@ -165,7 +165,9 @@ def export_parquet(
     return table.num_rows
 
 
-def _check_runs(runs: object) -> list[RunView]:
+def check_runs(runs: object) -> list[RunView]:
+    """``runs`` as a list: a non-empty sequence of distinct RunViews, else
+    ``InvalidArgumentError``."""
     if isinstance(runs, RunView) or not isinstance(runs, Sequence):
         raise InvalidArgumentError(f"runs={runs!r}: expected a list of RunView")
     if not runs:
@@ -180,7 +182,8 @@ def _check_runs(runs: object) -> list[RunView]:
     return list(runs)
 
 
-def _check_path(path: object) -> Path:
+def check_path(path: object) -> Path:
+    """``path`` as a file path to write: not a directory, in a directory that exists."""
     if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
         raise InvalidArgumentError(f"path={path!r}: expected a file path")
     target = Path(os.fspath(path)).expanduser()
@@ -193,7 +196,8 @@ def _check_path(path: object) -> Path:
     return target
 
 
-def _check_keys(keys: Keys) -> list[str] | None:
+def check_keys(keys: Keys) -> list[str] | None:
+    """``keys`` (a key, a glob or a list of them) as a list; None for every key."""
     if keys is None:
         return None
     wanted = [keys] if isinstance(keys, str) else keys
@@ -213,7 +217,7 @@ def _read(views: list[RunView], keys: Keys, ranks: str | None) -> list[pd.DataFr
     with ``ranks="all"``, of every rank."""
     if ranks not in (None, "all"):
         raise InvalidArgumentError(f"ranks={ranks!r}: expected None or 'all'")
-    patterns = _check_keys(keys)
+    patterns = check_keys(keys)
     if patterns is None:
         return [view.scalars(ranks=ranks) for view in views]
     frames, matched = [], set()

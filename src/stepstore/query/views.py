@@ -5,7 +5,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import time
 import zlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -20,13 +22,14 @@ from ..backends.base import (
     series_label,
 )
 from ..errors import InvalidArgumentError, KindMismatchError, NotFoundError, StoreError
-from ..series.chunk import Columns
+from ..series.chunk import NO_EPOCH, Columns
 from ..tensors.images import decode_png
 from ..tensors.location import ArrayLocation
 from ..tensors.series import TensorSeries, read_file
 from .arrow import points_schema, points_table
 from .ranks import across_ranks as across_ranks_of
 from .ranks import check_aggregate, thin
+from .runs_frame import check_stats, param_arrays, runs_frame, runs_table
 from .scalars import _range, _time_range, read_series, to_frame
 
 if TYPE_CHECKING:
@@ -52,6 +55,14 @@ class LoggedImage(NamedTuple):
     step: int
     caption: str | None
     array: np.ndarray
+
+
+class RecordEntry(NamedTuple):
+    """A record as read back: its step, its epoch (None if none) and its fields."""
+
+    step: int
+    epoch: int | None
+    fields: dict[str, Any]
 
 
 class RunView:
@@ -353,10 +364,23 @@ class RunView:
         """The records of a key: a ``step`` column plus one column per record field."""
         import pandas as pd
 
-        rows = self._backend.records(self._series_of(key, "record", rank).id)
-        frame = pd.DataFrame([self._record_fields(key, r) for r in rows])
-        frame.insert(0, "step", [r.step for r in rows])
+        entries = self.record_entries(key, rank)
+        frame = pd.DataFrame([e.fields for e in entries])
+        frame.insert(0, "step", [e.step for e in entries])
         return frame
+
+    def record_entries(self, key: str, rank: int = 0) -> list[RecordEntry]:
+        """The records of a key as stored, in step order: ``(step, epoch, fields)`` named
+        tuples, ``fields`` the dict as logged (``epoch`` None where none was given)."""
+        rows = self._backend.records(self._series_of(key, "record", rank).id)
+        return [
+            RecordEntry(
+                r.step,
+                None if r.epoch is None or r.epoch == NO_EPOCH else r.epoch,
+                self._record_fields(key, r),
+            )
+            for r in rows
+        ]
 
     def _record_fields(self, key: str, row: RecordRow) -> dict[str, Any]:
         """The fields of one stored record; ``StoreError`` when its JSON is damaged."""
@@ -418,6 +442,20 @@ class RunView:
         """One key's raw columns as NumPy arrays (``time`` in µs since the epoch)."""
         (series,) = self._resolve([key])
         return read_series(self._backend, series.id, f"run {self.id} key {key!r}")
+
+    def plot(
+        self,
+        keys: str | list[str] | tuple[str, ...],
+        x: str = "step",
+        ax: Any = None,
+        smooth: float | None = None,
+        log: bool = False,
+    ) -> Any:
+        """Draw scalar keys (names or globs) on a matplotlib Axes (a new figure's if None)
+        and return it; see ``stepstore.plot.plot_scalars``. Needs matplotlib."""
+        from ..plot import plot_scalars
+
+        return plot_scalars(self, keys, x=x, ax=ax, smooth=smooth, log=log)
 
 
 def _image_file(location: ArrayLocation, key: str, row: ImageRow) -> bytes:
@@ -501,29 +539,39 @@ class Store:
                 problems.append(Problem(f"run {record.id}", str(exc)))
         return problems
 
+    def runs_frame(
+        self,
+        where: str | None = None,
+        project: str | None = None,
+        metrics: str | Sequence[str] = ("last",),
+    ) -> pd.DataFrame:
+        """Matching runs as a DataFrame, oldest first, one row per run (the MLflow
+        ``search_runs`` shape): ``id, name, project, status, created`` (UTC timestamps),
+        ``duration`` (seconds; a running run's until now), ``tags`` (lists), a
+        ``params.NAME`` column per flattened param (``params.model.width``) and a
+        ``metrics.KEY.STAT`` column per scalar key and statistic of ``metrics`` (any of
+        ``last``, ``min``, ``max``, ``count``). See :mod:`stepstore.query.runs_frame`.
+        """
+        stats = check_stats(metrics)
+        return runs_frame(self.runs(where, project, with_keys=True), stats, time.time())
+
     def to_arrow(
         self,
         where: str | None = None,
         project: str | None = None,
         keys: str | list[str] | None = None,
         ranks: str | None = None,
+        *,
+        params: bool = False,
     ) -> pa.Table:
         """All matching scalar points as one Arrow table:
         ``run_id, project, run, key, step, epoch, time, value``; with ``ranks="all"`` every
-        rank's points and a ``rank`` column after ``key`` (see ``RunView.scalars``)."""
-        import pyarrow as pa
-
+        rank's points and a ``rank`` column after ``key`` (see ``RunView.scalars``); with
+        ``params=True`` each row also carries its run's ``params.*`` columns (as in
+        :meth:`runs_frame`; JSON text where a param's values are not of one type)."""
         if ranks not in (None, "all"):
             raise InvalidArgumentError(f"ranks={ranks!r}: expected None or 'all'")
-        tables = []
-        for view in self.runs(where, project):
-            try:
-                frame = view.scalars(keys, ranks=ranks)
-            except NotFoundError:
-                continue
-            tables.append(points_table(view, frame))
-        empty = points_schema(with_rank=ranks is not None).empty_table()
-        return pa.concat_tables(tables) if tables else empty
+        return _points(self.runs(where, project, with_keys=True), keys, ranks, params)
 
     def duckdb(
         self,
@@ -532,7 +580,11 @@ class Store:
         project: str | None = None,
         ranks: str | None = None,
     ) -> Any:
-        """A DuckDB connection with views ``points`` (as :meth:`to_arrow`) and ``runs``.
+        """A DuckDB connection with two relations: ``points`` (as :meth:`to_arrow`) and
+        ``runs`` (``id, name, project, status, created, duration, tags`` and the
+        ``params.*`` columns of :meth:`runs_frame`; ``tags`` is a list of strings), so
+        ``SELECT r."params.lr", max(p.value) FROM points p JOIN runs r ON p.run_id = r.id
+        WHERE p.key = 'val/acc' GROUP BY 1`` works.
 
         Needs the ``duckdb`` package (``pip install stepstore[duckdb]``).
         """
@@ -542,19 +594,36 @@ class Store:
             raise InvalidArgumentError(
                 "Store.duckdb() needs the duckdb package: pip install 'stepstore[duckdb]'"
             ) from None
-        import pyarrow as pa
-
+        if ranks not in (None, "all"):
+            raise InvalidArgumentError(f"ranks={ranks!r}: expected None or 'all'")
         con = connection if connection is not None else duckdb.connect()
-        views = self.runs(where, project)
-        runs = pa.table(
-            {
-                "id": [v.id for v in views],
-                "project": [v.project for v in views],
-                "name": [v.name for v in views],
-                "status": [v.status for v in views],
-                "created": [v.created for v in views],
-            }
-        )
-        con.register("points", self.to_arrow(where, project, ranks=ranks))
-        con.register("runs", runs)
+        views = self.runs(where, project, with_keys=True)
+        con.register("points", _points(views, None, ranks, False))
+        con.register("runs", runs_table(views, time.time()))
         return con
+
+
+def _points(
+    views: list[RunView], keys: str | list[str] | None, ranks: str | None, params: bool
+) -> pa.Table:
+    """The runs' scalar points of ``keys`` (runs without such keys give none) as one table of
+    :func:`points_schema`; ``params`` appends each row's run's ``params.*`` columns."""
+    import pyarrow as pa
+
+    tables, counts = [], []
+    for view in views:
+        try:
+            frame = view.scalars(keys, ranks=ranks)
+        except NotFoundError:
+            counts.append(0)
+            continue
+        tables.append(points_table(view, frame))
+        counts.append(tables[-1].num_rows)
+    empty = points_schema(with_rank=ranks is not None).empty_table()
+    table = pa.concat_tables(tables) if tables else empty
+    if not params or not tables:
+        return table
+    rows = pa.array(np.repeat(np.arange(len(views)), counts))
+    for name, column in param_arrays(views).items():
+        table = table.append_column(name, column.take(rows))
+    return table

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from ..query import RunView, Store
+from ..query.runs_frame import duration, scalar_summary
 from . import params
 
 #: Kinds of series, as ``RunView.keys`` names them, and the names the API lists them by.
@@ -25,25 +26,18 @@ def iso(seconds: float | None) -> str | None:
 
 def describe(view: RunView, now: float) -> dict[str, Any]:
     """A run as the API lists it; ``now`` (Unix seconds) ends a live run's duration."""
-    live = view.status == "running"  # a running run whose heartbeat stopped reads as crashed
-    end = view.ended if view.ended is not None else now if live else view.heartbeat
-    scalar = set(view.keys("scalar"))
     return {
         "id": view.id,
         "name": view.name,
         "project": view.project,
         "status": view.status,
-        "live": live,
+        "live": view.status == "running",  # a running run whose heartbeat stopped: crashed
         "created": iso(view.created),
         "ended": iso(view.ended),
-        "duration": None if end is None else max(0.0, end - view.created),
+        "duration": duration(view, now),
         "params": view.params,
         "tags": view.tags,
-        "summary": {
-            key: {name: figures[name] for name in ("last", "min", "max", "count")}
-            for key, figures in view.summary.items()
-            if key in scalar
-        },
+        "summary": scalar_summary(view),
     }
 
 
