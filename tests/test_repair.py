@@ -16,6 +16,8 @@ import stepstore as ss
 from stepstore.backends.base import Problem
 from stepstore.cli import main
 from stepstore.repair import repair
+from stepstore.tensors.sink import MAX_CHUNK_STEPS
+from stepstore.tensors.zarr_v3 import shard_header_bytes
 from stepstore.testing import StoreSQL
 
 ROW = 64  # floats per tensor row: 256 bytes, random so they are stored raw (in place)
@@ -34,6 +36,12 @@ def _arrays(store_uri: str) -> Path:
 
 def _chunk_file(arrays: Path, run_id: str, key: str, chunk: int = 0) -> Path:
     return arrays / run_id / key / "s0" / "c" / str(chunk) / "0"
+
+
+def _row_offset(row: int) -> int:
+    """Where row ``row`` of a tensor chunk file lies (512-byte rows: chunks of the most
+    steps, after their shard index)."""
+    return shard_header_bytes(MAX_CHUNK_STEPS) + row * ROW * 8
 
 
 def _flip_scalar_chunk(store_sql: StoreSQL, key: str, seq: int) -> None:
@@ -125,7 +133,7 @@ def test_corrupted_tensor_rows_are_dropped_and_every_intact_row_kept(store_uri):
     chunk = _chunk_file(_arrays(store_uri), run.id, "w")
     with open(chunk, "r+b") as handle:  # damage rows 3 and 20 (steps 3 and 20)
         for row in (3, 20):
-            handle.seek(row * ROW * 8 + 7)
+            handle.seek(_row_offset(row) + 7)
             handle.write(b"\x99")
     kept = [s for s in range(100) if s not in (3, 20)]
     with ss.open(store_uri) as store:
@@ -172,7 +180,7 @@ def test_torn_tensor_file_after_a_machine_crash(store_uri):
     chunk = _chunk_file(_arrays(store_uri), run.id, "w")
     full = chunk.stat().st_size
     with open(chunk, "r+b") as handle:
-        handle.truncate(9 * ROW * 8 + 100)  # rows 0-8 whole, row 9 torn, rows 10-11 gone
+        handle.truncate(_row_offset(9) + 100)  # rows 0-8 whole, row 9 torn, rows 10-11 gone
     with ss.open(store_uri) as store:
         (cut, _) = repair(store)
         assert cut.what == (
@@ -680,7 +688,7 @@ def test_a_store_from_before_row_positions_is_migrated(store_uri, store_sql):
     store_sql("UPDATE meta SET value = ? WHERE \"key\" = 'schema_version'", (str(version - 1),))
     chunk = _chunk_file(_arrays(store_uri), run.id, "w")
     with open(chunk, "r+b") as handle:
-        handle.seek(5 * ROW * 8)
+        handle.seek(_row_offset(5))
         handle.write(b"\xff" * 8)
     with ss.open(store_uri) as store:  # opening migrates
         assert store.backend.schema_version == version
@@ -698,7 +706,7 @@ def test_a_run_resumed_after_rows_were_dropped_checks_clean(store_uri):
     run, rows = _tensor_run(store_uri)
     chunk = _chunk_file(_arrays(store_uri), run.id, "w")
     with open(chunk, "r+b") as handle:
-        handle.seek(3 * ROW * 8)
+        handle.seek(_row_offset(3))
         handle.write(b"\xff" * 8)
     with ss.open(store_uri) as store:
         assert len(repair(store)) == 2

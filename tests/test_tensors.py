@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import sqlite3
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,6 +14,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import stepstore as ss
+from stepstore.backends import open_backend
+from stepstore.io.copy import copy_runs
+from stepstore.tensors import sink
+from stepstore.tensors.series import chunk_path
+from stepstore.tensors.zarr_v3 import segment_document, shard_header_bytes
 
 from .conftest import FAST
 
@@ -185,7 +195,7 @@ def test_corrupted_chunk_names_its_file_and_others_still_read(new_run, store_pat
     ts = ss.open(store_path).run(run.id).tensor("big")
     chunk = store_path / "arrays" / run.id / "big" / "s0" / "c" / "1" / "0" / "0"
     with open(chunk, "r+b") as handle:
-        handle.seek(3 * 4 * 1024 * 1024 + 100)
+        handle.seek(shard_header_bytes(16) + 3 * 4 * 1024 * 1024 + 100)
         handle.write(b"\xff\xff\xff\xff")
     with pytest.raises(ss.StoreError, match=rf"checksum mismatch in {chunk} \(row 3, step 19\)"):
         ts.at(19)
@@ -366,3 +376,131 @@ def test_unsupported_dtype_and_kind_errors(new_run, store_path):
         view.scalars("w")
     with pytest.raises(ss.NotFoundError, match=r"has no tensor key 'nope'; tensor keys: w"):
         view.tensor("nope")
+
+
+def _sizes(tree: Path) -> tuple[int, int]:
+    """Apparent and allocated bytes of the files under ``tree``."""
+    infos = [p.stat() for p in tree.rglob("*") if p.is_file()]
+    return sum(i.st_size for i in infos), sum(i.st_blocks * 512 for i in infos)
+
+
+def test_raw_chunk_files_take_the_room_they_hold(new_run, store_path, monkeypatch):
+    monkeypatch.setattr(sink, "RAW_CHUNK_BYTES", 1 << 20)  # 16 rows of 64 KiB a chunk
+    run = new_run()
+    rng = np.random.default_rng(5)
+    big = [rng.standard_normal(16_384).astype(np.float32) for _ in range(40)]
+    small = [rng.standard_normal((8, 5)).astype(np.float32) for _ in range(30)]
+    for step in range(40):
+        run.log({"big": big[step], **({"small": small[step]} if step < 30 else {})}, step=step)
+    run.finish()
+    arrays = store_path / "arrays" / run.id
+    apparent, allocated = _sizes(arrays)
+    assert abs(apparent - allocated) <= 0.1 * allocated, (apparent, allocated)
+    big_chunks = arrays / "big" / "s0" / "c"
+    assert [(big_chunks / str(c) / "0").stat().st_size for c in range(3)] == [
+        shard_header_bytes(16) + 16 * 65_536,
+        shard_header_bytes(16) + 16 * 65_536,
+        shard_header_bytes(16) + 8 * 65_536,
+    ]
+    small_chunk = arrays / "small" / "s0" / "c" / "0" / "0" / "0"
+    assert small_chunk.stat().st_size == shard_header_bytes(4096) + 30 * 160
+    view = ss.open(store_path).run(run.id)
+    assert same(view.tensor("big")[:], np.stack(big))
+    assert same(view.tensor("small")[:], np.stack(small))
+    assert view.tensor("big").verify() == [] and view.tensor("small").verify() == []
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(arrays / "big", mode="r")
+    assert np.array_equal(group["s0"][:], np.stack(big))
+    assert np.array_equal(group["s0"][30:34, 7], np.array([r[7] for r in big[30:34]]))
+
+
+def _make_old_style(store_path: Path, run_id: str, key: str) -> list[Path]:
+    """Rewrite a series the way stores before the ``"rows"`` codec held it: each chunk's rows
+    at the start of a file pre-sized (sparse) to the whole chunk, codec ``"raw"``; returns
+    the chunk files."""
+    with ss.open(store_path) as store:
+        (series,) = [s for s in store.backend.series(run_id) if s.key == key]
+        segments, chunks = store.backend.tensor_index(series.id)
+    files = []
+    for segment in segments:
+        row_bytes = int(np.prod(segment.shape)) * np.dtype(segment.dtype).itemsize
+        for chunk in (c for c in chunks if c.segment == segment.segment):
+            path = store_path / "arrays" / chunk_path(segment, chunk)
+            rows = path.read_bytes()[shard_header_bytes(segment.chunk_steps) :]
+            with open(path, "wb") as handle:
+                handle.write(rows)
+                handle.truncate(segment.chunk_steps * row_bytes)
+            files.append(path)
+        rows_logged = sum(c.count for c in chunks if c.segment == segment.segment)
+        old = dataclasses.replace(segment, codec="raw")
+        document = segment_document(old, rows_logged, 0)
+        (store_path / "arrays" / segment.path / "zarr.json").write_bytes(document)
+    with contextlib.closing(sqlite3.connect(store_path / "stepstore.db")) as db:
+        db.execute("UPDATE tensor_segments SET codec = 'raw' WHERE series_id = ?", (series.id,))
+        db.commit()
+    return files
+
+
+def test_a_resumed_run_adds_to_an_old_style_sparse_series(store_path):
+    rng = np.random.default_rng(6)
+    rows = [rng.standard_normal((4, 8)) for _ in range(12)]
+    first = ss.init("t", store=store_path, **FAST)
+    for step in range(7):
+        first.log({"w": rows[step]}, step=step)
+    first.finish()
+    (old_file,) = _make_old_style(store_path, first.id, "w")
+    assert old_file.stat().st_size == 4096 * 256 > old_file.stat().st_blocks * 512
+    old_bytes = old_file.read_bytes()
+    again = ss.init("t", store=store_path, resume=first.id, **FAST)
+    for step in range(7, 12):
+        again.log({"w": rows[step]}, step=step)
+    again.finish()
+    with ss.open(store_path) as store:
+        ts = store.run(first.id).tensor("w")
+        assert ts.steps.tolist() == list(range(12))
+        assert same(ts[:], np.stack(rows))
+        assert same(ts[3:9, 2], np.stack([r[2] for r in rows[3:9]]))
+        assert ts.verify() == [] and store.check() == []
+        (series,) = [s for s in store.backend.series(first.id) if s.key == "w"]
+        assert [s.codec for s in store.backend.tensor_index(series.id)[0]] == ["raw", "rows"]
+    assert old_file.read_bytes() == old_bytes
+    zarr = pytest.importorskip("zarr")
+    group = zarr.open_group(store_path / "arrays" / first.id / "w", mode="r")
+    assert np.array_equal(group["s0"][:], np.stack(rows[:7]))
+    assert np.array_equal(group["s1"][:], np.stack(rows[7:]))
+
+
+def test_raw_chunks_copied_to_an_object_store_read_back(new_run, store_path, tmp_path):
+    pytest.importorskip("fsspec")
+    run = new_run()
+    rng = np.random.default_rng(7)
+    rows = [rng.standard_normal((3, 50)) for _ in range(9)]
+    for step, row in enumerate(rows):
+        run.log({"w": row}, step=step * 2)
+    run.finish()
+    target_uri = str(tmp_path / "copy")
+    with ss.open(store_path) as source, ss.Store(open_backend(target_uri, create=True)) as target:
+        copy_runs(source, target, array_store="memory://stepstore-rows-copy")
+    with ss.open(target_uri) as target:
+        ts = target.run(run.id).tensor("w")
+        assert same(ts[:], np.stack(rows))
+        assert same(ts[[4, 16], 1], np.stack([rows[2][1], rows[8][1]]))
+        assert ts.verify() == []
+
+
+def test_a_raw_chunk_file_cut_short_names_its_end(new_run, store_path):
+    run = new_run()
+    rng = np.random.default_rng(8)
+    rows = [rng.standard_normal(32) for _ in range(6)]
+    for step, row in enumerate(rows):
+        run.log({"w": row}, step=step)
+    run.finish()
+    chunk = store_path / "arrays" / run.id / "w" / "s0" / "c" / "0" / "0"
+    with open(chunk, "r+b") as handle:
+        handle.truncate(shard_header_bytes(4096) + 4 * 256 + 10)  # rows 0-3 whole, 4 torn
+    ts = ss.open(store_path).run(run.id).tensor("w")
+    assert same(ts[0:4], np.stack(rows[:4]))
+    for read in (lambda: ts[0:6, 3], lambda: ts.at(4), lambda: ts.stats()):
+        with pytest.raises(ss.StoreError, match=rf"tensor 'w': chunk file {chunk} ends in row 4"):
+            read()
+    assert [p.what for p in ss.open(store_path).check()] == [f"chunk file {chunk} ends in row 4"]

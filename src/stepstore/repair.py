@@ -73,7 +73,13 @@ from .tensors.series import (
     read_file,
     row_damage,
 )
-from .tensors.zarr_v3 import STEPS_CHUNK, array_document, chunk_key, group_document
+from .tensors.zarr_v3 import (
+    STEPS_CHUNK,
+    array_document,
+    chunk_key,
+    group_document,
+    segment_document,
+)
 
 #: Steps a repair message lists before it says how many more were lost.
 _LISTED_STEPS = 10
@@ -413,13 +419,7 @@ def _repair_metadata(
         if problem is not None:
             first = _confirmed_first_row(metadata, segment, kept, ends)
             if first is not None:
-                document = array_document(
-                    (rows, *segment.shape),
-                    (segment.chunk_steps, *segment.shape),
-                    segment.dtype,
-                    segment.codec == "zstd",
-                    {"stepstore": {"first_row": first, "dtype": segment.dtype}},
-                )
+                document = segment_document(segment, rows, first)
                 _rewrite(work, f"{segment.path}/zarr.json", document, problem)
         stored = field_of(metadata.document(f"{segment.path}/zarr.json"), "shape")
         ends = [(first or 0) + rows]

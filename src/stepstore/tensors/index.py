@@ -11,9 +11,12 @@ import numpy as np
 class Segment:
     """One shape segment of a tensor series: a Zarr v3 array ``path`` under the array root.
 
-    ``codec`` is ``"raw"`` (rows written in place) or ``"zstd"`` (whole chunks compressed,
-    the open one rewritten at each flush). Either way the index keeps a CRC-32 per row, so a
-    chunk file newer than its index row (a flush cut short) still verifies.
+    ``codec`` is ``"rows"`` (rows written in place onto the end of a chunk file that is a
+    Zarr shard of single rows, local disks), ``"zstd"`` (whole chunks compressed, the open
+    one rewritten at each flush) or, in stores written before ``"rows"``, ``"raw"`` (rows
+    written in place into a chunk file pre-sized to the whole chunk, sparse). Either way the
+    index keeps a CRC-32 per row, so a chunk file newer than its index row (a flush cut
+    short) still verifies.
     """
 
     series_id: int

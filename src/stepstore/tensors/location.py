@@ -1,6 +1,6 @@
 """Where bulky arrays live: a local directory (default) or any fsspec URL.
 
-Local files get incremental writes (``pwrite`` of one step's row into a pre-sized chunk
+Local files get incremental writes (``pwrite`` of one step's row onto the end of a chunk
 file); object stores get whole-object writes. Writes of whole objects are atomic: on local
 disks a temporary file is renamed into place, on object stores one ``PUT`` replaces the
 object (readers see the old or the new bytes, never a mix).
@@ -102,14 +102,12 @@ class ArrayLocation:
         except FileNotFoundError:
             raise StoreError(f"array file {self.describe(path)} is missing") from None
 
-    def open_chunk(self, path: str, size: int) -> int:
-        """A writable file descriptor of a local chunk file sized to ``size`` bytes."""
+    def open_chunk(self, path: str) -> int:
+        """A writable file descriptor of a new, empty local chunk file (one that a process
+        left before indexing any of its rows is emptied)."""
         target = self._local(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
-        if os.fstat(fd).st_size < size:
-            os.ftruncate(fd, size)
-        return fd
+        return os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
 
     def list(self, prefix: str) -> list[str]:
         """Paths of the objects under ``prefix``, relative to the root (listed afresh)."""

@@ -15,7 +15,7 @@ from ..errors import InvalidArgumentError, NotFoundError, StoreError
 from .dtypes import DTYPES, common_dtype, logical_dtype, storage_dtype
 from .index import ChunkIndex, Segment
 from .location import ArrayLocation
-from .zarr_v3 import STEPS_CHUNK, chunk_key
+from .zarr_v3 import STEPS_CHUNK, chunk_key, shard_header_bytes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,9 +138,10 @@ class TensorSeries:
 
     # -- chunk access ---------------------------------------------------------------------
 
-    def _chunk_array(self, number: int, entries: np.ndarray | None) -> np.ndarray:
-        """Chunk ``number`` as an array ``(chunk_steps, *shape)``; checks the CRC of each of
-        its index ``entries`` (the rows a read returns whole) against the index."""
+    def _chunk_array(self, number: int, entries: Any, whole: bool) -> np.ndarray:
+        """Chunk ``number`` as an array of its rows (see :func:`load_chunk`); checks that
+        the file holds the rows of its index ``entries`` and, with ``whole`` (a read
+        returns them whole), their CRC against the index."""
         chunk = self._chunks[number]
         segment = self._segments[chunk.segment]
         path = chunk_path(segment, chunk)
@@ -151,7 +152,11 @@ class TensorSeries:
                 data = load_chunk(self._location, segment, path)
                 if not isinstance(data, np.memmap):
                     self._cache = (number, data)
-            if entries is not None:
+            wanted = chunk.row_positions()[entries]
+            if np.any(wanted >= len(data)):
+                end = int(wanted[wanted >= len(data)].min())
+                raise StoreError(f"chunk file {self._location.describe(path)} ends in row {end}")
+            if whole:
                 bad = first_bad_row(data, chunk, entries)
                 if bad is not None:
                     raise StoreError(_crc_text(self._location.describe(path), chunk, [bad]))
@@ -170,7 +175,7 @@ class TensorSeries:
             number = int(chunk_ids[group[0]])
             positions = self._pos_of_row[rows[group]]
             entries = self._entry_of_row[rows[group]]
-            data = self._chunk_array(number, entries if whole_rows else None)
+            data = self._chunk_array(number, entries, whole_rows)
             if len(positions) > 1 and np.all(np.diff(positions) == 1):
                 picked = data[positions[0] : positions[-1] + 1][(slice(None), *rest)]
             else:
@@ -229,7 +234,7 @@ class TensorSeries:
 
         rows = []
         for number, chunk in enumerate(self._chunks):
-            data = self._chunk_array(number, None)
+            data = self._chunk_array(number, np.arange(chunk.count), False)
             steps = np.frombuffer(chunk.steps, "<i8")
             segment = self._segments[chunk.segment]
             for entry, pos in enumerate(chunk.row_positions()):
@@ -292,14 +297,17 @@ def read_file(location: ArrayLocation, path: str) -> bytes:
 
 
 def load_chunk(location: ArrayLocation, segment: Segment, path: str) -> np.ndarray:
-    """A chunk file as an array ``(chunk_steps, *shape)``: memory-mapped when raw and local,
-    else read (and decompressed). Raises ``StoreError`` naming the file when it is missing,
-    short or does not decompress."""
+    """A chunk file as an array ``(rows, *shape)``: memory-mapped when raw and local, else
+    read (and decompressed). ``rows`` is ``chunk_steps`` but for a ``"rows"`` chunk, which
+    holds the whole rows its file does (fewer while it grows). Raises ``StoreError`` naming
+    the file when it is missing, short (but for ``"rows"``) or does not decompress."""
     dtype = storage_dtype(segment.dtype)
     full = (segment.chunk_steps, *segment.shape)
     size = int(np.prod(full, dtype=np.int64)) * dtype.itemsize
     if size == 0:  # tensors with a 0-length dimension: nothing to read (or to memory-map)
         return np.empty(full, dtype)
+    if segment.codec == "rows":
+        return _rows_chunk(location, segment, path, dtype)
     if segment.codec == "raw" and location.local:
         return _map_chunk(location, path, dtype, full, size)
     blob = read_file(location, path)
@@ -337,12 +345,39 @@ def _map_chunk(
         raise StoreError(f"chunk file {local} cannot be read ({exc})") from None
 
 
+def _rows_chunk(
+    location: ArrayLocation, segment: Segment, path: str, dtype: np.dtype
+) -> np.ndarray:
+    """The whole rows of a ``"rows"`` chunk file (a Zarr shard: its index, then the rows),
+    memory-mapped when local."""
+    header = shard_header_bytes(segment.chunk_steps)
+    row = _row_bytes(segment)
+    if not location.local:
+        blob = read_file(location, path)
+        count = min(segment.chunk_steps, max(0, len(blob) - header) // row)
+        rows = np.frombuffer(blob, dtype, count * row // dtype.itemsize, header if count else 0)
+        return rows.reshape(count, *segment.shape)
+    local = location.local_path(path)
+    try:
+        size = local.stat().st_size
+        count = min(segment.chunk_steps, max(0, size - header) // row)
+        if not count:
+            return np.empty((0, *segment.shape), dtype)
+        return np.memmap(local, dtype, "r", header, (count, *segment.shape))
+    except FileNotFoundError:
+        raise StoreError(f"chunk file {local} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"chunk file {local} cannot be read ({exc})") from None
+
+
 def first_bad_row(data: np.ndarray, chunk: ChunkIndex, entries: Any) -> int | None:
-    """The first of a chunk's index ``entries`` whose row's CRC-32 differs from the index,
-    or None."""
+    """The first of a chunk's index ``entries`` whose row's CRC-32 differs from the index
+    or that ``data`` does not hold, or None."""
     sums = np.frombuffer(chunk.checksums, "<u4")
     positions = chunk.row_positions()
     for entry in entries:
+        if positions[entry] >= len(data):
+            return int(entry)
         row = data[positions[entry]].reshape(-1).view(np.uint8)
         if zlib.crc32(row) != sums[entry]:
             return int(entry)
@@ -369,8 +404,9 @@ class RowDamage:
     Attributes:
         bad: Index entries (``0 .. count - 1``) whose row fails its CRC or is missing.
         reason: What is wrong, naming the file and the first bad row.
-        pad_to: The size a short raw chunk file must have to be memory-mapped (0: it is
-            not short).
+        pad_to: The size a local chunk file left short must have so that every indexed
+            row position lies in it (a whole chunk for ``"raw"``: it is memory-mapped
+            whole; 0: it is not short).
     """
 
     bad: tuple[int, ...]
@@ -381,7 +417,8 @@ class RowDamage:
 def row_damage(location: ArrayLocation, segment: Segment, chunk: ChunkIndex) -> RowDamage | None:
     """Which rows of ``chunk`` are damaged: those whose CRC-32 fails, those past the end
     of a raw chunk file left short by a machine crash, or all of a chunk whose file is
-    missing or does not decompress. None when every row is intact and the file whole."""
+    missing or does not decompress. None when every row is intact and the file whole
+    (a ``"rows"`` file holds its rows and need be no longer)."""
     path = chunk_path(segment, chunk)
     short = _short_raw_file(location, segment, path)
     if short is not None:
@@ -390,10 +427,18 @@ def row_damage(location: ArrayLocation, segment: Segment, chunk: ChunkIndex) -> 
         data = load_chunk(location, segment, path)
     except StoreError as exc:
         return RowDamage(tuple(range(chunk.count)), str(exc))
-    bad = _bad_entries(data, chunk, range(chunk.count))
-    if not bad:
+    positions = chunk.row_positions()
+    missing = [e for e in range(chunk.count) if positions[e] >= len(data)]
+    bad = _bad_entries(data, chunk, [e for e in range(chunk.count) if positions[e] < len(data)])
+    if not bad and not missing:
         return None
-    return RowDamage(tuple(bad), _crc_text(location.describe(path), chunk, bad))
+    where = location.describe(path)
+    reasons = [f"chunk file {where} ends in row {positions[missing[0]]}"] if missing else []
+    if bad:
+        reasons.append(_crc_text(where, chunk, bad))
+    end = shard_header_bytes(segment.chunk_steps) + (int(positions[-1]) + 1) * _row_bytes(segment)
+    pad_to = end if missing and location.local else 0
+    return RowDamage(tuple(sorted(bad + missing)), "; ".join(reasons), pad_to)
 
 
 def _bad_entries(data: np.ndarray, chunk: ChunkIndex, entries: Any) -> list[int]:
@@ -526,7 +571,11 @@ class ZarrMetadata:
                     field_of(document, "chunk_grid", "configuration", "chunk_shape")
                     == [segment.chunk_steps, *segment.shape],
                 ),
-                ("codecs", ("zstd" in names) == (segment.codec == "zstd")),
+                (
+                    "codecs",
+                    ("zstd" in names) == (segment.codec == "zstd")
+                    and ("sharding_indexed" in names) == (segment.codec == "rows"),
+                ),
                 ("first_row", self.first_row(segment) is not None),
             )
             if not ok

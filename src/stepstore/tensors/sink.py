@@ -1,9 +1,11 @@
 """The writer side of tensor series: rows into Zarr v3 chunk files, index rows for the store.
 
-Raw chunks on a local disk are pre-sized files that each step's row is ``pwrite``-n into,
-as fast as ``np.save`` per step; data that compresses (detected on a series segment's
-first row: zstd must save at least 20 %) and data on object stores is written as whole
-chunks, the open chunk rewritten at each flush.
+Raw chunks on a local disk (codec ``"rows"``) are Zarr shards of single rows that each
+step's row is ``pwrite``-n onto the end of, as fast as ``np.save`` per step: a file holds
+the rows written so far and no more (its shard index, written at each flush before the
+index rows that point at the rows, says where they lie; see ``zarr_v3``). Data that
+compresses (detected on a series segment's first row: zstd must save at least 20 %) and
+data on object stores is written as whole chunks, the open chunk rewritten at each flush.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from .dtypes import storage_dtype
 from .index import ChunkIndex, Segment
 from .location import ArrayLocation
 from .paths import series_path
-from .zarr_v3 import STEPS_CHUNK, array_document, chunk_key, group_document
+from .zarr_v3 import (
+    SHARD_ENTRY_BYTES,
+    STEPS_CHUNK,
+    array_document,
+    chunk_key,
+    empty_shard_header,
+    group_document,
+    segment_document,
+    shard_entries,
+    shard_header_bytes,
+)
 
 RAW_CHUNK_BYTES = 64 << 20
 PACKED_CHUNK_BYTES = 16 << 20
@@ -52,6 +64,7 @@ class _OpenChunk:
     times: list[int] = field(default_factory=list)
     checksums: list[int] = field(default_factory=list)
     fd: int | None = None
+    indexed: int = 0  # rows the shard index of a "rows" chunk file names
     buffer: np.ndarray | None = None
     dirty: bool = False
 
@@ -67,7 +80,8 @@ class SegmentWriter:
         self.row_shape = segment.shape
         self.dtype = storage_dtype(segment.dtype)
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
-        self.in_place = segment.codec == "raw" and location.local
+        self.in_place = segment.codec == "rows"
+        self.header_bytes = shard_header_bytes(segment.chunk_steps) if self.in_place else 0
         self._chunk = _OpenChunk(0)
         self._pending: list[ChunkIndex] = []
         self._sealed_fds: list[int] = []
@@ -95,7 +109,7 @@ class SegmentWriter:
             tuple(row.shape),
             dtype,
             steps,
-            "zstd" if packed else "raw",
+            "zstd" if packed else "rows",
             f"{path}/s{number}",
         )
         return cls(location, segment, first_row)
@@ -125,20 +139,39 @@ class SegmentWriter:
         self.rows += 1
 
     def _write_in_place(self, chunk: _OpenChunk, data: memoryview) -> None:
-        """Write a row into the open chunk file, going on after a short write, so a row is
-        never left half-written under the checksum of the whole row; raises ``OSError`` (a
-        full disk) or ``StoreError`` when nothing more can be written."""
+        """Write a row onto the end of the open chunk file (created with an empty shard
+        index at its first row)."""
         if chunk.fd is None:
-            chunk.fd = self.location.open_chunk(
-                self._chunk_path(chunk.index), self.segment.chunk_steps * self.row_bytes
-            )
-        offset = chunk.rows * self.row_bytes
-        while data:
-            written = os.pwrite(chunk.fd, data, offset)
+            fd = self.location.open_chunk(self._chunk_path(chunk.index))
+            try:
+                self._pwrite(chunk, fd, empty_shard_header(self.segment.chunk_steps), 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            chunk.fd = fd
+        self._pwrite(chunk, chunk.fd, data, self.header_bytes + chunk.rows * self.row_bytes)
+
+    def _pwrite(self, chunk: _OpenChunk, fd: int, data: bytes | memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset``, going on after a short write, so a row is never left
+        half-written under the checksum of the whole row; raises ``OSError`` (a full disk)
+        or ``StoreError`` when nothing more can be written."""
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(fd, view, offset)
             if written <= 0:
                 where = self.location.describe(self._chunk_path(chunk.index))
-                raise StoreError(f"{where}: no room for {len(data)} bytes at offset {offset}")
-            data, offset = data[written:], offset + written
+                raise StoreError(f"{where}: no room for {len(view)} bytes at offset {offset}")
+            view, offset = view[written:], offset + written
+
+    def _index_rows(self, chunk: _OpenChunk) -> None:
+        """Name the rows written since the last call in the chunk file's shard index."""
+        assert chunk.fd is not None
+        if chunk.indexed < chunk.rows:
+            entries = shard_entries(
+                chunk.indexed, chunk.rows - chunk.indexed, self.row_bytes, self.segment.chunk_steps
+            )
+            self._pwrite(chunk, chunk.fd, entries, chunk.indexed * SHARD_ENTRY_BYTES)
+            chunk.indexed = chunk.rows
 
     def _index(self, chunk: _OpenChunk, sealed: bool) -> ChunkIndex:
         return ChunkIndex(
@@ -164,6 +197,7 @@ class SegmentWriter:
     def _seal(self) -> None:
         chunk = self._chunk
         if chunk.fd is not None:
+            self._index_rows(chunk)
             self._sealed_fds.append(chunk.fd)  # synced at the next flush, before its index
             chunk.fd = None
         else:
@@ -182,6 +216,7 @@ class SegmentWriter:
         chunk = self._chunk
         if chunk.dirty and chunk.rows:
             if chunk.fd is not None:
+                self._index_rows(chunk)
                 if durable:
                     os.fdatasync(chunk.fd)
             else:
@@ -191,13 +226,7 @@ class SegmentWriter:
         if self._meta_rows != self.rows:
             self.location.write(
                 f"{self.segment.path}/zarr.json",
-                array_document(
-                    (self.rows, *self.row_shape),
-                    (self.segment.chunk_steps, *self.row_shape),
-                    self.segment.dtype,
-                    self.segment.codec == "zstd",
-                    {"stepstore": {"first_row": self.first_row, "dtype": self.segment.dtype}},
-                ),
+                segment_document(self.segment, self.rows, self.first_row),
             )
             self._meta_rows = self.rows
         pending, self._pending = self._pending, []
