@@ -34,7 +34,7 @@ from .run import Run, init
 from .tensors.images import Image, image_grid
 from .tensors.series import TensorSeries
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 #: The framework integrations, each imported on first use so its framework stays optional.
