@@ -48,7 +48,16 @@ def points_table(view: RunView, frame: pd.DataFrame) -> pa.Table:
     columns.update(
         step=pa.array(frame["step"].to_numpy(), pa.int64()),
         epoch=pa.array(frame["epoch"], pa.int64()),
-        time=pa.array(frame["time"], pa.timestamp("us", tz="UTC")),
+        time=utc_micros(frame["time"]),
         value=pa.array(frame["value"].to_numpy(), pa.float64()),
     )
     return pa.table(columns, schema=points_schema(with_rank))
+
+
+def utc_micros(times: pd.Series) -> pa.Array:
+    """A column of UTC times as an Arrow ``timestamp[us, UTC]`` array (through NumPy, not
+    ``Series.values``, which every pyarrow/pandas pairing converts differently)."""
+    import pyarrow as pa
+
+    micros = times.dt.tz_convert(None).to_numpy().astype("datetime64[us]").view("int64")
+    return pa.array(micros, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
