@@ -23,10 +23,10 @@ def fail_chunk_files(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     failing.set()
     real_open = ArrayLocation.open_chunk
 
-    def open_chunk(self: ArrayLocation, path: str, size: int) -> int:
+    def open_chunk(self: ArrayLocation, path: str) -> int:
         if failing.is_set():
             raise OSError(errno.ENOSPC, "No space left on device (injected)")
-        return real_open(self, path, size)
+        return real_open(self, path)
 
     monkeypatch.setattr(ArrayLocation, "open_chunk", open_chunk)
     return failing
