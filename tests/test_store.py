@@ -271,6 +271,7 @@ def test_exported_names_are_the_documented_ones():
         "NotAStoreError",
         "SchemaVersionError",
         "UnknownSchemeError",
+        "UnsupportedError",
         "Image",
         "image_grid",
         "TensorSeries",

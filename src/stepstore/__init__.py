@@ -26,6 +26,7 @@ from .errors import (
     StoreError,
     StoreUnavailableError,
     UnknownSchemeError,
+    UnsupportedError,
     WriterError,
 )
 from .policies import Policy, at, every, every_epoch, first, log_spaced, on_change, window
@@ -70,6 +71,7 @@ __all__ = [
     "StoreUnavailableError",
     "TensorSeries",
     "UnknownSchemeError",
+    "UnsupportedError",
     "WriterError",
     "__version__",
     "at",

@@ -235,10 +235,12 @@ def show_command(run: str, as_json: bool, store: str | None) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice((*FORMATS, *TENSOR_FORMATS)),
+    type=click.Choice((*FORMATS, *TENSOR_FORMATS, "tensorboard", "mlflow")),
     help="csv (scalars: a row per step, a column per key; records: a row per record), "
-    "parquet (a row per point or record), npy (tensors: PATH/RUN/KEY/STEP.npy) or zarr "
-    "(tensors: a Zarr v3 store per run) [default: from the extension of PATH].",
+    "parquet (a row per point or record), npy (tensors: PATH/RUN/KEY/STEP.npy), zarr "
+    "(tensors: a Zarr v3 store per run), tensorboard (everything: event files in "
+    "PATH/RUN_NAME) or mlflow (scalars, params, tags, artifacts: into the MLflow tracking "
+    "URI PATH) [default: from the extension of PATH].",
 )
 @click.option(
     "-o",
@@ -303,7 +305,7 @@ def export_command(
     if not runs and where is None and project is None:
         raise click.UsageError("give the runs to export: RUN..., --where EXPR or --project P")
     fmt = fmt or _export_format(path)
-    tensors = fmt in TENSOR_FORMATS
+    tensors = fmt in (*TENSOR_FORMATS, "tensorboard", "mlflow")
     if tensors and (what != "scalars" or one_file or all_ranks):
         raise click.UsageError(
             f"--format {fmt} exports tensors, a file per tensor or a store per run: "
@@ -320,7 +322,32 @@ def export_command(
                 f"error: no runs match {_selection(where, project)}; nothing written", err=True
             )
             click.get_current_context().exit(1)
-        if tensors:
+        if fmt == "mlflow":
+            from .errors import MissingDependencyError
+            from .io.mlflow_export import export_mlflow
+
+            try:
+                done = export_mlflow(views, path)
+            except MissingDependencyError as exc:
+                click.echo(f"error: {exc}", err=True)
+                click.get_current_context().exit(2)
+            points = sum(r.points for r in done)
+            skipped = sum(r.action == "skipped" for r in done)
+            click.echo(
+                f"wrote {points} points from {len(done) - skipped} run(s) to {path} (mlflow)"
+                + (f"; {skipped} run(s) already there, skipped" if skipped else "")
+            )
+        elif fmt == "tensorboard":
+            from .errors import MissingDependencyError
+            from .io.tensorboard_export import export_tensorboard
+
+            try:
+                events, _ = export_tensorboard(views, opened.backend, path)
+            except MissingDependencyError as exc:
+                click.echo(f"error: {exc}", err=True)
+                click.get_current_context().exit(2)
+            click.echo(f"wrote {events} events from {len(views)} run(s) to {path} (tensorboard)")
+        elif tensors:
             count = export_tensors(views, path, fmt, chosen_keys)
             click.echo(f"wrote {count} tensors from {len(views)} run(s) to {path} ({fmt})")
         elif runs or one_file:
@@ -746,6 +773,104 @@ def plot_command(
                 ax.set_xlabel("")
         plot.save(fig, path)
     click.echo(f"wrote {path}")
+
+
+@main.group("import", cls=_Group)
+def import_group() -> None:
+    """Import runs from other tools' logs (TensorBoard event files, MLflow stores)."""
+
+
+@import_group.command("tensorboard")
+@click.argument("logdir", type=click.Path(), metavar="LOGDIR")
+@click.option("--project", metavar="P", help="Project of the runs [default: LOGDIR's name].")
+@_store_option
+def import_tensorboard_command(logdir: str, project: str | None, store: str | None) -> None:
+    """Import TensorBoard event files: a run per directory under LOGDIR that holds them.
+
+    Runs are named by their directory's path relative to LOGDIR. Importing again skips the
+    runs already imported; a damaged file's readable part is imported, its run marked
+    incomplete, and what was skipped is listed. Needs pip install 'stepstore[compat]'.
+    """
+    from rich.progress import Progress
+
+    from .backends import open_backend
+    from .config import load_config
+    from .errors import MissingDependencyError
+    from .io.tensorboard_import import import_tensorboard, total_bytes
+
+    open_backend(load_config(store=_store_uri(store)).store, create=True).close()
+    with _open(store) as opened:
+        try:
+            total, console = total_bytes(logdir), Console(stderr=True)
+            shown = bool(total) and console.is_terminal
+            with Progress(console=console, transient=True, disable=not shown) as bar:
+                task = bar.add_task("importing event files", total=total)
+                results = import_tensorboard(
+                    logdir, opened, project, lambda done: bar.advance(task, done)
+                )
+        except MissingDependencyError as exc:
+            click.echo(f"error: {exc}", err=True)
+            click.get_current_context().exit(2)
+    for result in results:
+        where = f"{result.directory} -> run {result.name} ({result.run_id})"
+        if result.action == "skipped":
+            click.echo(f"skipped {where}: already imported ({result.status})")
+            continue
+        click.echo(f"imported {where}: {result.values} values, {result.status}")
+        for problem in result.problems:
+            click.echo(f"  skipped {problem}")
+    imported = sum(r.action == "imported" for r in results)
+    incomplete = sum(r.status == "incomplete" and r.action == "imported" for r in results)
+    click.echo(
+        f"{imported} run(s) imported ({incomplete} incomplete), "
+        f"{len(results) - imported} already imported"
+    )
+
+
+@import_group.command("mlflow")
+@click.argument("uri", metavar="TRACKING_URI")
+@_store_option
+def import_mlflow_command(uri: str, store: str | None) -> None:
+    """Import the runs of an MLflow tracking store: a file store (a path to mlruns or
+    file:///...) or a SQL store (sqlite:///mlflow.db, postgresql://...).
+
+    Experiments become projects; each run keeps its MLflow run id, params, tags, every
+    metric point (step, timestamp, value) and its artifacts. Importing again skips runs
+    already imported and unchanged. Needs pip install 'stepstore[compat]'.
+    """
+    from rich.progress import Progress
+
+    from .backends import open_backend
+    from .config import load_config
+    from .errors import MissingDependencyError
+    from .io.mlflow_import import import_mlflow
+    from .io.mlflow_source import open_source
+
+    try:
+        source = open_source(uri)
+    except MissingDependencyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        click.get_current_context().exit(2)
+    try:
+        runs = source.runs()
+        open_backend(load_config(store=_store_uri(store)).store, create=True).close()
+        with _open(store) as opened, Progress(console=Console(stderr=True)) as bar:
+            task = bar.add_task("importing MLflow runs", total=len(runs))
+            results = import_mlflow(
+                source, opened.backend, runs, lambda run, result: bar.advance(task)
+            )
+    finally:
+        source.close()
+    for result in results:
+        where = f"{result.project} / {result.name} ({result.run_id})"
+        if result.action == "skipped":
+            click.echo(f"skipped {where}: already imported")
+            continue
+        click.echo(f"{result.action} {where}: {result.points} points")
+        for problem in result.skipped:
+            click.echo(f"  skipped {problem}; the run is marked incomplete")
+    done = sum(r.action != "skipped" for r in results)
+    click.echo(f"{done} run(s) imported from {source.uri}, {len(results) - done} already imported")
 
 
 def _missing_extra(

@@ -17,7 +17,8 @@ that matches its failure kind, so ``except ValueError`` keeps working::
     │   └── SchemaVersionError              the store was written by a newer stepstore
     ├── StoreUnavailableError (ConnectionError)  an object store does not answer (no damage)
     ├── UnknownSchemeError (ValueError)     a store URI names a scheme no backend handles
-    └── MissingDependencyError (ImportError)  an optional package (an extra) is not installed
+    ├── MissingDependencyError (ImportError)  an optional package (an extra) is not installed
+    └── UnsupportedError (NotImplementedError)  a drop-in API call stepstore cannot honour
 """
 
 from __future__ import annotations
@@ -91,3 +92,8 @@ class UnknownSchemeError(StepstoreError, ValueError):
 class MissingDependencyError(StepstoreError, ImportError):
     """An optional package that a feature needs is not installed; the message names the
     extra to install (``pip install 'stepstore[keras]'``)."""
+
+
+class UnsupportedError(StepstoreError, NotImplementedError):
+    """A call of a drop-in API (``stepstore.compat``) that stepstore cannot honour; the
+    message names the call and what to use instead."""

@@ -57,6 +57,10 @@ from .writer import Cursor, SeriesSink, Writer
 
 _OPEN, _FINISHED, _FORKED = "open", "finished", "forked"
 _MAX_STEP = 2**63 - 1
+#: Wall times stop here (stored as int64 microseconds; about the year 33658).
+_MAX_TIME = 1e12
+#: The clock of ``log()``'s wall times (a module name: ``log`` has a ``time`` argument).
+_now = time.time
 _MAX_KEY = 1024
 _MAX_ARTIFACT_NAME = 255
 _live_runs: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -184,6 +188,21 @@ def _check_count(name: str, value: Any, maximum: int = _MAX_STEP) -> int:
     if not 0 <= number <= maximum:
         raise InvalidArgumentError(f"{name}={number}: expected an integer in [0, {maximum}]")
     return number
+
+
+def _wall_time(given: Any) -> float:
+    """``given`` (Unix seconds) checked, or the current time when it is None."""
+    if given is None:
+        return time.time()
+    if (
+        isinstance(given, bool)
+        or not isinstance(given, (int, float))
+        or not (0 <= given < _MAX_TIME)
+    ):
+        raise InvalidArgumentError(
+            f"time={given!r}: expected Unix seconds, a finite number in [0, {_MAX_TIME:.0f})"
+        )
+    return float(given)
 
 
 class Run:
@@ -323,6 +342,7 @@ class Run:
         advance: bool = True,
         *,
         repeat: bool = False,
+        time: float | None = None,
     ) -> None:
         """Record values at a step.
 
@@ -343,6 +363,9 @@ class Run:
                 beside the training loop pass it).
             repeat: Let a key take another value at its last step (a key takes one value per
                 step otherwise; integrations recording every forward of a step pass True).
+            time: The wall time of the values, Unix seconds (stored to the microsecond);
+                the current time when omitted. Importers pass the time a value was first
+                recorded.
 
         Host numbers survive the death of the process once this returns; device scalars
         are resolved by the writer, never on this thread. Raises ``InvalidValueError``,
@@ -390,7 +413,7 @@ class Run:
             self._writer.wake()
         keys = self._keys
         pack, mm, capacity = RECORD.pack_into, self._mm, self._capacity
-        stamp = time.time()
+        stamp = _now() if time is None else _wall_time(time)
         stored_epoch = NO_EPOCH if epoch is None else epoch
         accepted = []
         deferred = arrays = None
@@ -615,11 +638,17 @@ class Run:
                 )
 
     def log_record(
-        self, key: str, record: Mapping[str, Any], step: int | None = None, epoch: int | None = None
+        self,
+        key: str,
+        record: Mapping[str, Any],
+        step: int | None = None,
+        epoch: int | None = None,
+        *,
+        time: float | None = None,
     ) -> None:
         """Store a JSON record (any dict of JSON-like values) under ``key`` at a step.
 
-        ``step`` and ``epoch`` default as in :meth:`log`. Records are durable within the
+        ``step``, ``epoch`` and ``time`` default as in :meth:`log`. Records are durable within the
         flush interval and read back with ``RunView.records(key)``. Field names must be
         strings (``step`` is taken by the step column); tuples and sets are stored as
         lists, NumPy/torch values as their ``tolist()``; NaN and infinities are kept.
@@ -635,6 +664,7 @@ class Run:
         elif state.kind != "record":
             raise KindMismatchError(f"key {key!r} holds {state.kind} values; got a record")
         data = record_json(key, plain_record(key, record))
+        stamp = _wall_time(time)
         if step is not None:
             step = _check_count("step", step)
         if epoch is not None:
@@ -651,7 +681,7 @@ class Run:
             _step_order_error(key, step, state.last_step)
         epoch = self._epoch if epoch is None else epoch
         stored_epoch = NO_EPOCH if epoch is None else epoch
-        job = ("record", key, step, stored_epoch, time.time(), data)
+        job = ("record", key, step, stored_epoch, stamp, data)
         self._submit([(job, len(data))])  # the run and the key move on once it is queued
         state.last_step, state.count = step, state.count + 1
         self._step, self._epoch = max(self._step, step + 1), epoch
@@ -990,11 +1020,18 @@ class IdleRun(Run):
         advance: bool = True,
         *,
         repeat: bool = False,
+        time: float | None = None,
     ) -> None:
         """Does nothing on this rank."""
 
     def log_record(
-        self, key: str, record: Mapping[str, Any], step: int | None = None, epoch: int | None = None
+        self,
+        key: str,
+        record: Mapping[str, Any],
+        step: int | None = None,
+        epoch: int | None = None,
+        *,
+        time: float | None = None,
     ) -> None:
         """Does nothing on this rank."""
 
