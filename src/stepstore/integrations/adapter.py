@@ -104,6 +104,28 @@ class RunHolder:
             self._run.finish(status)
 
 
+class HeldRun:
+    """What a callback holding a :class:`RunHolder` (as ``_holder``) offers its user: the
+    run, ``finish`` and a context manager that records ``crashed`` when training raises."""
+
+    _holder: RunHolder
+
+    @property
+    def run(self) -> Run | None:
+        """The run being recorded into (``None`` before a callback-started run begins)."""
+        return self._holder.current
+
+    def __enter__(self) -> HeldRun:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> None:
+        self.finish("finished" if kind is None else "crashed")
+
+    def finish(self, status: str = "finished") -> None:
+        """Finish the run with ``status`` if the callback started it (else do nothing)."""
+        self._holder.finish(status)
+
+
 def _difference(params: Mapping[str, Any], held: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``params`` (nested) whose values ``held`` does not hold."""
     new = {}

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..run import Run
-from .adapter import RunHolder, plain
+from .adapter import HeldRun, RunHolder, plain
 from .requires import missing
 
 try:
@@ -56,7 +56,7 @@ __all__ = ["PREFIXES", "Callback"]
 PREFIXES = {"eval_": "eval/", "test_": "test/", "train_": "train/"}
 
 
-class Callback(TrainerCallback):
+class Callback(HeldRun, TrainerCallback):
     """A ``TrainerCallback`` recording the trainer's logs, arguments and model config.
 
     What it records, at which steps, and when it finishes the run, is described in the
@@ -77,21 +77,6 @@ class Callback(TrainerCallback):
         self._holder = RunHolder("stepstore.hf.Callback", run, init_kwargs)
         self._described: str | None = None
         self._skipped: set[str] = set()
-
-    @property
-    def run(self) -> Run | None:
-        """The run being recorded into (``None`` before a callback-started run begins)."""
-        return self._holder.current
-
-    def __enter__(self) -> Callback:
-        return self
-
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> None:
-        self.finish("finished" if kind is None else "crashed")
-
-    def finish(self, status: str = "finished") -> None:
-        """Finish the run with ``status`` if the callback started it (else do nothing)."""
-        self._holder.finish(status)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

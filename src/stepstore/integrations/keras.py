@@ -47,7 +47,7 @@ from typing import Any
 from ..errors import InvalidArgumentError
 from ..policies import KeyState, Policy
 from ..run import Run
-from .adapter import RunHolder, plain
+from .adapter import HeldRun, RunHolder, plain
 from .requires import missing
 
 try:
@@ -58,7 +58,7 @@ except ImportError as exc:
 __all__ = ["Callback"]
 
 
-class Callback(keras.callbacks.Callback):
+class Callback(HeldRun, keras.callbacks.Callback):
     """A Keras callback recording ``fit``'s logs, params and model summary into a run.
 
     What it records, at which steps, and when it finishes the run, is described in the
@@ -98,21 +98,6 @@ class Callback(keras.callbacks.Callback):
         self._watched = KeyState(-1, "weights", "tensor")
         self._epoch: int | None = None
         self._summarised: str | None = None
-
-    @property
-    def run(self) -> Run | None:
-        """The run being recorded into (``None`` before a callback-started run begins)."""
-        return self._holder.current
-
-    def __enter__(self) -> Callback:
-        return self
-
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: Any) -> None:
-        self.finish("finished" if kind is None else "crashed")
-
-    def finish(self, status: str = "finished") -> None:
-        """Finish the run with ``status`` if the callback started it (else do nothing)."""
-        self._holder.finish(status)
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Start (or resume) the run with ``fit``'s and the optimizer's params; record the
