@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "[3/4] installing $(TORCH) (CPU build, the largest package)..."
 	$(PY) -m pip install --progress-bar on "$(TORCH)"
 	@echo "[4/4] installing stepstore (editable) with its extras [all,dev]: pandas, pyarrow,"
-	@echo "      duckdb, zarr, scikit-learn, keras, lightning, transformers, jax, pytest, ..."
+	@echo "      duckdb, zarr, scikit-learn, keras, lightning, transformers, jax, mlflow, pytest, ..."
 	@echo "      (about 150 packages; pip prints only problems, then a summary line below)"
 	$(PY) -m pip install --quiet -e '.[all,dev]'
 	@echo "set-up done: $$($(PY) -m pip list --format freeze | wc -l) packages in $(VENV)"
@@ -29,8 +29,8 @@ demo: setup
 	$(VENV)/bin/stepstore demo
 
 lint: setup
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs
+	$(PY) -m ruff format --check src tests benchmarks docs
 	$(PY) -m mypy
 
 # The dashboard's built files (src/stepstore/ui/static) are committed; `make bundle` rebuilds
