@@ -5,6 +5,8 @@ stores and compared again (MLflow -> stepstore -> MLflow)."""
 from __future__ import annotations
 
 import math
+import os
+import secrets
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -331,15 +333,18 @@ def test_import_from_postgresql(tmp_path, store_path):
         admin = psycopg.connect(f"{server}/test", autocommit=True, connect_timeout=3)
     except psycopg.OperationalError:
         pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
+    name = f"stepstore_mlflow_import_{os.getpid()}_{secrets.token_hex(4)}"  # runs may overlap
     with admin:
-        admin.execute("DROP DATABASE IF EXISTS stepstore_mlflow_import")
-        admin.execute("CREATE DATABASE stepstore_mlflow_import")
-    uri = f"{server}/stepstore_mlflow_import"
-    client = mlflow.MlflowClient(uri.replace("postgresql://", "postgresql+psycopg://"))
-    ids = _fill(client, tmp_path)
-    assert {r.action for r in _import(uri, store_path)} == {"imported"}
-    _compare(client, ids, ss.open(store_path))
-    assert {r.action for r in _import(uri, store_path)} == {"skipped"}
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            uri = f"{server}/{name}"
+            client = mlflow.MlflowClient(uri.replace("postgresql://", "postgresql+psycopg://"))
+            ids = _fill(client, tmp_path)
+            assert {r.action for r in _import(uri, store_path)} == {"imported"}
+            _compare(client, ids, ss.open(store_path))
+            assert {r.action for r in _import(uri, store_path)} == {"skipped"}
+        finally:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_a_server_that_does_not_answer():
