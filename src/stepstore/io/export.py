@@ -109,14 +109,20 @@ def export_csv(
             continue
         for rank, part in frame.groupby("rank", sort=True):
             rows.extend([*prefix, str(rank), *row] for row in _wide(part, columns))
+    write_csv(target, [*fixed, *columns], rows)
+    return len(rows)
+
+
+def write_csv(target: os.PathLike[str], header: list[str], rows: list[list[str]]) -> None:
+    """``rows`` under ``header`` as a CSV file at ``target``; a path that cannot be written
+    is an ``InvalidArgumentError`` naming it."""
     try:
         with open(target, "w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file, lineterminator="\n")
-            writer.writerow([*fixed, *columns])
+            writer.writerow(header)
             writer.writerows(rows)
     except OSError as exc:
         raise InvalidArgumentError(f"path {str(target)!r}: cannot write ({exc.strerror})") from None
-    return len(rows)
 
 
 def export_parquet(

@@ -15,7 +15,6 @@ A field named like one of the fixed columns is refused before anything is writte
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from typing import Any
 from ..errors import InvalidArgumentError
 from ..query.columns import arrow_column
 from ..query.views import RecordEntry, RunView
-from .export import Keys, check_keys, check_path, check_runs
+from .export import Keys, check_keys, check_path, check_runs, write_csv
 from .select import matching, plan_keys
 
 #: The formats :func:`export_records` writes.
@@ -106,13 +105,7 @@ def _write_csv(
         epoch = "" if entry.epoch is None else str(entry.epoch)
         cells = [_cell(entry.fields[f]) if f in entry.fields else "" for f in fields]
         lines.append([*lead, key, str(entry.step), epoch, *cells])
-    try:
-        with open(target, "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file, lineterminator="\n")
-            writer.writerow([*fixed, *fields])
-            writer.writerows(lines)
-    except OSError as exc:
-        raise InvalidArgumentError(f"path {str(target)!r}: cannot write ({exc.strerror})") from None
+    write_csv(target, [*fixed, *fields], lines)
 
 
 def _cell(value: Any) -> str:
