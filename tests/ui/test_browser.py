@@ -165,9 +165,12 @@ def test_drag_zoom_requeries_the_visible_range_and_reset_shows_all(
     open_run(page, serve(store_path), ids[0])
     wait_chart(page, "loss", points=300)
     before = page.evaluate("window.__stepstore.requests")
+    drawn = chart(page, "loss")["loads"]
     drag(page, "loss", 0.25, 0.5)
     page.wait_for_function("() => window.__stepstore.chart('loss').zoomed")
     page.wait_for_function(f"() => window.__stepstore.requests > {before}")
+    # the re-queried answer drawn, not just asked for
+    page.wait_for_function(f"() => window.__stepstore.chart('loss').loads > {drawn}")
     query = page.evaluate("window.__stepstore.lastScalarsQuery")
     assert "start=" in query and "stop=" in query and "max_points=" in query
     info = chart(page, "loss")
@@ -176,10 +179,12 @@ def test_drag_zoom_requeries_the_visible_range_and_reset_shows_all(
 
     # Shift-drag pans: the range moves right and is asked for again.
     before = page.evaluate("window.__stepstore.requests")
+    drawn = chart(page, "loss")["loads"]
     page.keyboard.down("Shift")
     drag(page, "loss", 0.5, 0.3)
     page.keyboard.up("Shift")
     page.wait_for_function(f"() => window.__stepstore.requests > {before}")
+    page.wait_for_function(f"() => window.__stepstore.chart('loss').loads > {drawn}")
     panned = chart(page, "loss")
     assert panned["xMin"] > info["xMin"] + 10 and panned["zoomed"]
 
