@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # disk; a looser spec would download a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bundle bundle-check bench
+.PHONY: setup demo test quick lint bundle bundle-check bench
 setup: $(VENV)/.installed
 
 # Each step says what it installs first: the whole set-up takes a few minutes on first use.
@@ -43,6 +43,11 @@ bundle-check:
 
 test: setup lint bundle-check
 	$(PY) -m pytest -q
+
+# The quick tier while working: everything but the tests marked slow (stress, soak, SIGKILL
+# campaigns, 10M points). `make test` stays the whole suite, the one CI runs.
+quick: setup
+	$(PY) -m pytest -q -m "not slow"
 
 bench: setup
 	$(PY) -m pip install --quiet -e '.[bench]'

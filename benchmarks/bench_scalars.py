@@ -677,6 +677,32 @@ def reads(cfg: Settings, tmp: Path, hot: dict[str, Any], size: dict[str, Any]) -
             cfg.read_repeats,
         )
         out[key]["points"] = hi - lo + 1
+    # as a user reads a long run: one slice of steps, then everything
+    part = min(1_000_000, cfg.view_points)
+    lo = (cfg.view_points - part) // 2
+    log_line(f"5 read: {part:,} steps of the {cfg.view_points:,}-point run, and all of it")
+    sliced = timed(
+        "slice_of_view",
+        lambda: vs.run(view_run).scalars("loss", steps=(lo, lo + part - 1)),
+        cfg.read_repeats,
+    )
+    assert len(sliced) == part, len(sliced)
+    out["slice_of_view"].update(points=part, of=cfg.view_points)
+    everything = timed("all_of_view", lambda: vs.run(view_run).scalars("loss"), cfg.repeats)
+    assert len(everything) == cfg.view_points, len(everything)
+    out["all_of_view"]["points"] = cfg.view_points
+    del everything
+    slice_csv = tmp / "slice.csv"
+    with open(slice_csv, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("step", "time", "value"))
+        micros = sliced["time"].dt.tz_convert(None).to_numpy().astype("datetime64[us]")
+        seconds = (micros.astype(np.int64) / 1e6).tolist()
+        steps, values = sliced["step"].tolist(), sliced["value"].tolist()
+        writer.writerows(zip(steps, seconds, values, strict=True))
+    log_line("5 read: pandas.read_csv of the same slice")
+    timed("csv_pandas_slice", lambda: pd.read_csv(slice_csv), cfg.read_repeats)
+    out["csv_pandas_slice"]["points"] = part
     vs.close()
 
     log_line(f"5 read: creating {cfg.filter_runs:,} runs")
@@ -803,6 +829,8 @@ TARGETS = {
     "ingest": 1e6,  # ≥ 1M points/s
     "bytes": 10.0,  # ≤ 10 bytes/point
     "read_1m": 0.050,  # ≤ 50 ms
+    "read_slice": 0.040,  # 1M steps of a 10M-point run ≤ 40 ms
+    "read_all": 0.400,  # all 10M points ≤ 400 ms
     "view": 0.030,  # ≤ 30 ms
     "filter": 0.020,  # ≤ 20 ms
     "rss": 100.0,  # < 100 MB
@@ -1144,7 +1172,19 @@ def report(cfg: Settings, res: dict[str, Any], quick: bool) -> str:
                 "filter",
                 f"`{rd['filter']['where']}`; runs created in {rd['filter_build_s']:.1f} s",
             ),
+            row(
+                f"**stepstore** scalars('loss', steps=...): {rd['slice_of_view']['points']:,} "
+                f"steps of the {rd['slice_of_view']['of']:,}-point run",
+                "slice_of_view",
+                path(rd["slice_of_view"]["points"]),
+            ),
+            row(
+                "**stepstore** scalars('loss'): all of that run",
+                "all_of_view",
+                path(rd["all_of_view"]["points"]),
+            ),
             row("pandas.read_csv of the csv", "csv_pandas"),
+            row("pandas.read_csv of the same slice (step, time, value)", "csv_pandas_slice"),
             row(
                 "TensorBoard EventAccumulator + Reload, size_guidance scalars=0",
                 "tensorboard",
@@ -1188,6 +1228,29 @@ def report(cfg: Settings, res: dict[str, Any], quick: bool) -> str:
             if key == "stepstore_1m" and points != 1_000_000:
                 name = f"{points / 1e6:g}M points read (target is for 1M) ≤ 50 ms"
             targets.append((name, f"{t * 1000:.1f} ms", shown, t <= limit))
+        sliced, everything = median(rd["slice_of_view"]["s"]), median(rd["all_of_view"]["s"])
+        csv_s = median(rd["csv_pandas_slice"]["s"])
+        part, whole = rd["slice_of_view"]["points"], rd["all_of_view"]["points"]
+        targets += [
+            (
+                f"{part / 1e6:g}M steps of a {whole / 1e6:g}M-point run ≤ 40 ms",
+                f"{sliced * 1000:.1f} ms",
+                "≤ 40 ms",
+                sliced <= TARGETS["read_slice"],
+            ),
+            (
+                "same slice ≤ ½ pandas.read_csv of it",
+                f"{sliced / csv_s:.2f}× read_csv",
+                "≤ 0.5×",
+                sliced <= csv_s / 2,
+            ),
+            (
+                f"all {whole / 1e6:g}M points ≤ 400 ms",
+                f"{everything * 1000:.0f} ms",
+                "≤ 400 ms",
+                everything <= TARGETS["read_all"],
+            ),
+        ]
 
     mem = res.get("memory")
     if mem:

@@ -1,7 +1,8 @@
 """Fixtures that give each test a fresh, empty store in every backend.
 
-``store_uri`` is parametrised over ``sqlite``, ``postgresql`` and ``mariadb``; ``backend``
-and ``store_sql`` follow it (see ``stepstore.testing`` for what each provides). A server
+``store_uri`` is parametrised over ``sqlite``, ``postgresql`` and ``mariadb`` (the
+conformance suite adds ``memory``, see ``test_backends.py``); ``backend`` and
+``store_sql`` follow it (see ``stepstore.testing`` for what each provides). A server
 test gets a uniquely named database, dropped afterwards, and private journal and array
 directories. The servers (administrator URIs, whose database is used to create others):
 
@@ -28,7 +29,7 @@ import pytest
 
 from stepstore.backends import open_backend
 from stepstore.backends.base import Backend
-from stepstore.backends.sql import ServerAddress, mask_password
+from stepstore.backends.server import ServerAddress, mask_password
 from stepstore.testing import StoreSQL
 
 #: Seconds a fixture waits for a test server.
@@ -158,6 +159,8 @@ def fresh_store(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setenv("STEPSTORE_ARRAY_STORE", str(tmp_path / "arrays"))
     if kind == "sqlite":
         yield str(tmp_path / "store")
+    elif kind == "memory":
+        yield f"memory://test-{uuid.uuid4().hex[:12]}"
     else:
         with SERVERS[kind].database() as uri:
             yield uri
@@ -198,6 +201,8 @@ def backend(store_uri: str) -> Iterator[Backend]:
 @pytest.fixture
 def store_sql(store_uri: str) -> StoreSQL:
     """Runs one SQL statement (``?`` placeholders) on the database of ``store_uri``."""
+    if store_uri.startswith("memory://"):
+        pytest.skip("a memory:// store's database is reached only through its backend")
     if "://" not in store_uri:
 
         def run_sqlite(statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:

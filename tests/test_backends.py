@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,12 +14,23 @@ import stepstore as ss
 from stepstore.backends import REGISTRY, open_backend
 from stepstore.backends.mysql import MySQLBackend
 from stepstore.backends.postgresql import PostgresBackend
-from stepstore.backends.sql import CONNECT_TIMEOUT, ServerAddress, mask_password
+from stepstore.backends.server import CONNECT_TIMEOUT, ServerAddress, mask_password
+from stepstore.repair import repair
 from stepstore.testing import BackendConformance, run_record
+
+from .backend_fixtures import SERVERS, fresh_store
 
 
 class TestBackends(BackendConformance):
     """The conformance suite, once per backend (the ``store_uri`` fixture's parameters)."""
+
+    @pytest.fixture(params=["sqlite", *SERVERS, "memory"])
+    def store_uri(
+        self, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[str]:
+        """A fresh, empty store in each backend, a memory one too."""
+        with fresh_store(request.param, tmp_path, monkeypatch) as uri:
+            yield uri
 
 
 def test_registry_names_every_server_scheme():
@@ -194,3 +206,85 @@ def test_forked_child_leaves_the_parent_session_alone(server, server_uri):
         assert backend._query(session) == before  # the parent's session survived
     finally:
         backend.close()
+
+
+def test_a_memory_store_lives_in_its_process_under_its_name():
+    name = f"memory://shared-{os.getpid()}-{time.monotonic_ns()}"
+    with pytest.raises(ss.NotAStoreError, match="memory stores live in one process"):
+        open_backend(name, create=False)
+    first = open_backend(name, create=True)
+    first.create_run(run_record("m1"))
+    first.close()  # a named store outlives its backends
+    again = open_backend(name, create=False)
+    assert [r.id for r in again.find_runs()] == ["m1"]
+    assert again.journal_dir is None
+    again.close()
+    anonymous = open_backend("memory://", create=False)
+    anonymous.create_run(run_record("a1"))
+    assert open_backend("memory://", create=False).find_runs() == []
+    assert [r.id for r in anonymous.find_runs()] == ["a1"]
+    anonymous.close()
+    with pytest.raises(ss.InvalidArgumentError, match="expected memory://NAME"):
+        open_backend("memory://a/b", create=True)
+
+
+def test_a_memory_store_writes_nothing_to_disk(tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var in ("STEPSTORE_JOURNAL_DIR", "STEPSTORE_ARRAY_STORE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    uri = f"memory://disk-free-{time.monotonic_ns()}"
+    image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    with ss.init("m", store=uri, flush_interval=0.05, params={"lr": 0.5}) as run:
+        for step in range(300):
+            run.log({"loss": 1.0 / (step + 1), "w": np.full(3, step, np.float32)}, step=step)
+        run.log({"img": ss.Image(image, caption="c")}, step=300)
+        run.log_record("note", {"text": "é"}, step=1)
+    with ss.open(uri) as store:
+        view = store.run(run.id)
+        assert view.scalars("loss")["value"].tolist() == [1.0 / (s + 1) for s in range(300)]
+        assert view.tensor("w").at(299).tolist() == [299.0] * 3
+        assert np.array_equal(view.images("img")[0].array, image)
+        assert view.records("note")["text"].tolist() == ["é"]
+        assert [r.id for r in store.runs(where="params.lr = 0.5")] == [run.id]
+        assert store.check() == []
+        assert repair(store) == []
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_registry_comes_from_the_classes_schemes():
+    from stepstore.backends import BACKENDS
+
+    assert {
+        scheme: f"{cls.__module__}:{cls.__qualname__}" for cls in BACKENDS for scheme in cls.schemes
+    } == REGISTRY
+    assert REGISTRY["memory"] == "stepstore.backends.memory:MemoryBackend"
+    known = "file://, mariadb://, mysql://, postgres://, postgresql://, sqlite://, memory://"
+    with pytest.raises(ss.UnknownSchemeError, match=f"known: {known} or a plain path$"):
+        open_backend("redis://localhost/0", create=True)
+
+
+def test_server_local_directories_come_from_the_config(server_uri, tmp_path, monkeypatch):
+    from stepstore.config import load_config
+
+    backend = open_backend(server_uri, create=True)
+    try:
+        name = backend.address.local_name
+        assert backend.journal_dir == tmp_path / "journals" / name  # $STEPSTORE_JOURNAL_DIR
+        assert backend.default_array_store == str(tmp_path / "arrays")  # $STEPSTORE_ARRAY_STORE
+        monkeypatch.delenv("STEPSTORE_JOURNAL_DIR")
+        monkeypatch.delenv("STEPSTORE_ARRAY_STORE")
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+        assert backend.journal_dir == tmp_path / "cache" / "stepstore" / "journal" / name
+        assert backend.default_array_store == str(tmp_path / "data/stepstore/arrays" / name)
+        assert backend.array_location(None).url == backend.default_array_store
+        assert backend.array_location("s3://b/p").url == "s3://b/p"
+    finally:
+        backend.close()
+    monkeypatch.setenv("STEPSTORE_ARRAY_STORE", "from-env")
+    assert load_config().array_store == "from-env"
+    assert load_config(array_store="given").array_store == "given"
+    assert load_config(journal_dir=None).journal_dir is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import subprocess
 import sys
@@ -171,6 +172,30 @@ def test_show_for_people(sample):
     assert rows["loss"][:4] == ["11", "0", "10", "-1.23457e+08"]
 
 
+def test_show_prints_the_runs_events(store_path):
+    import numpy as np
+
+    run = ss.init("flights", name="blew-up", store=store_path, flush_interval=0.05)
+    run.flight("acts/*", steps=2, trigger=ss.on_nan("loss"))
+    for step in range(4):
+        loss = float("nan") if step == 2 else 1.0
+        run.log({"loss": loss, "acts/a": np.zeros(3, np.float32)}, step=step)
+    run.dump_flight("checked by hand")
+    run.finish()
+    result = cli("show", "blew-up", "--store", store_path, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    rows = [
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in out[out.index("events") :].splitlines()
+        if line.startswith("│")
+    ]
+    assert [row[:5] for row in rows] == [
+        ["2", "on_nan('loss')", "loss", "loss is NaN at step 2", "0"],
+        ["3", "dump_flight", "-", "checked by hand", "0"],
+    ]
+
+
 def test_show_json(sample):
     alpha = cli_json("show", sample.runs["alpha"].id, "--store", sample.store)
     view = ss.open(sample.store).run("alpha")
@@ -184,6 +209,38 @@ def test_show_json(sample):
     )
     assert alpha["env"]["python"] == view.env["python"]
     assert alpha["summary"]["acc"]["first_step"] == 0
+
+
+def test_show_json_lists_the_runs_events(store_path):
+    import numpy as np
+
+    run = ss.init("flights", name="blew-up", store=store_path, flush_interval=0.05)
+    run.flight("acts/*", steps=2, trigger=ss.on_nan("loss"))
+    for step in range(4):
+        run.log({"loss": math.nan if step == 2 else 1.0, "acts/a": np.zeros(3)}, step=step)
+    run.dump_flight("checked by hand")
+    run.finish()
+    shown = cli_json("show", "blew-up", "--store", store_path)
+    times = [event.time for event in ss.open(store_path).run("blew-up").events()]
+    assert shown["events"] == [
+        {
+            "step": 2,
+            "time": times[0],
+            "trigger": "on_nan('loss')",
+            "key": "loss",
+            "reason": "loss is NaN at step 2",
+            "rank": 0,
+        },
+        {
+            "step": 3,
+            "time": times[1],
+            "trigger": "dump_flight",
+            "key": None,
+            "reason": "checked by hand",
+            "rank": 0,
+        },
+    ]
+    assert times[0] <= times[1] and all(isinstance(t, float) for t in times)
 
 
 def test_show_unknown_run_names_it_and_exits_1(sample):

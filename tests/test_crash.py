@@ -147,7 +147,7 @@ def test_a_refused_log_leaves_nothing_for_recovery_to_replay(tmp_path):
 def test_a_journal_being_created_is_never_claimed_as_an_orphan(tmp_path, monkeypatch):
     import fcntl
 
-    from stepstore.journal import Journal, journal_paths
+    from stepstore.recording.journal import Journal, journal_paths
 
     real_flock = fcntl.flock
     claimed = []

@@ -271,3 +271,79 @@ def test_module_imports_without_torch_and_main_says_what_to_install() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("torch ")
     assert "pip install 'stepstore[demo]'" in result.stdout
+
+
+# -- stepstore demo --blowup: the flight recorder ------------------------------------------
+
+
+def test_blowup_keeps_the_steps_before_the_nan_and_prints_them(tmp_path: Path) -> None:
+    console = Console(file=io.StringIO(), width=200)
+    threads = torch.get_num_threads()
+    run_id = demo.blowup(store=tmp_path / "store", console=console)
+    output = console.file.getvalue()
+
+    nan_at = demo.BLOWUP_AT + 1
+    first = nan_at - demo.FLIGHT_STEPS + 1
+    window = list(range(first, nan_at + demo.FLIGHT_AFTER + 1))
+    reason = f"loss is NaN at step {nan_at}"
+    with ss.open(tmp_path / "store") as opened:
+        view = opened.run(run_id)
+        assert [(e.trigger, e.step, e.key, e.reason) for e in view.events()] == [
+            ("on_nan('loss')", nan_at, "loss", reason)
+        ]
+        loss = view.scalars("loss")
+        assert loss["step"].tolist() == list(range(nan_at + demo.FLIGHT_AFTER + 1))
+        assert np.isfinite(loss["value"][:nan_at]).all() and math.isnan(loss["value"][nan_at])
+        held = [k for k in view.keys() if k.startswith(("activations/", "gradients/"))]
+        assert len(held) == 7 + 6  # every leaf module's output, every parameter's gradient
+        for key in held:
+            assert view.tensor(key).steps.tolist() == window, key
+        assert np.isfinite(view.tensor("activations/0").at(demo.BLOWUP_AT)).all()
+        assert not np.isfinite(view.tensor("activations/6").at(nan_at)).any()
+    assert f"The loss turned NaN at step {nan_at}; on_nan('loss') kept the steps" in output
+    assert f"event at step {nan_at}: on_nan('loss') on loss: {reason}" in output
+    header = next(line for line in output.splitlines() if "┃ key" in line)
+    assert [cell.strip() for cell in header.split("┃")[2:-1]] == [str(s) for s in window]
+    lines = {line.split("│")[1].strip(): line for line in output.splitlines() if "│" in line}
+    assert set(lines) >= {"loss", "lr", *held}
+    assert "nan" in lines["loss"] and "1e+20" in lines["lr"]
+    logits = [cell.strip() for cell in lines["activations/6"].split("│")[2:-1]]
+    assert logits[window.index(nan_at)] == "NaN"  # the logits: 32 x 10, all NaN
+    assert torch.get_num_threads() == threads
+
+
+def test_the_cli_runs_blowup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from stepstore.cli import main
+
+    result = CliRunner().invoke(main, ["demo", "--help"])
+    assert result.exit_code == 0
+    assert "--blowup" in result.output and "NaN" in result.output
+    calls: list[str | None] = []
+    monkeypatch.setattr(demo, "blowup", lambda store=None: calls.append(store) or "abc123")
+    result = CliRunner().invoke(main, ["demo", "--blowup", "--store", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert calls == [str(tmp_path)]
+    assert "run id: abc123" in result.output
+
+
+def test_the_cli_blowup_prints_the_kept_window_and_its_event(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stepstore.cli import main
+
+    store = tmp_path / "store"
+    args = ["demo", "--blowup", "--store", str(store)]
+    result = CliRunner().invoke(main, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    nan_at = demo.BLOWUP_AT + 1
+    output = " ".join(result.output.split())
+    assert f"event at step {nan_at}: on_nan('loss') on loss: loss is NaN at step {nan_at}" in (
+        output
+    )
+    assert "what the flight recorder kept" in output and "activations/6" in output
+    with ss.open(store) as opened:
+        (view,) = opened.runs()
+        assert f"run id: {view.id}" in output
+        assert [e.step for e in view.events()] == [nan_at]

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import stepstore as ss
+from stepstore.recording.messages import DeviceValue
+from stepstore.recording.writer import merge_deferred
 from stepstore.series.chunk import Columns
-from stepstore.writer import _merge_deferred
 
 torch = pytest.importorskip("torch")
 
@@ -19,8 +20,11 @@ def test_deferred_values_merge_in_log_order():
     cols = Columns(
         np.array([0, 1, 1]), np.array([5, 5, 5]), np.array([10, 20, 30]), np.array([0.5, 1.5, 2.5])
     )
-    deferred = [(3, 1, 0, 5, 15e-6, torch.tensor(9.0)), (7, 0, 2, 6, 40e-6, torch.tensor(7.0))]
-    key_ids, merged, resolved = _merge_deferred(seqs, ids, cols, deferred)
+    deferred = [
+        DeviceValue(3, 1, 0, 5, 15e-6, torch.tensor(9.0)),
+        DeviceValue(7, 0, 2, 6, 40e-6, torch.tensor(7.0)),
+    ]
+    key_ids, merged, resolved = merge_deferred(seqs, ids, cols, deferred)
     assert key_ids.tolist() == [0, 1, 0, 1, 0]
     assert resolved == {1: 9.0, 0: 7.0}
     assert merged.value.tolist() == [0.5, 9.0, 1.5, 2.5, 7.0]
@@ -34,7 +38,7 @@ def test_cuda_scalars_are_recorded_without_sync(new_run, store_path):
     device_losses = [torch.tensor(float(i), device="cuda") * 0.5 for i in range(100)]
     for i, loss in enumerate(device_losses):
         run.log({"loss": loss, "host": float(i)})
-    assert not run._writer.deferred or isinstance(run._writer.deferred[0][5], torch.Tensor)
+    assert not run._writer.deferred or isinstance(run._writer.deferred[0].value, torch.Tensor)
     run.finish()
     view = ss.open(store_path).run(run.id)
     assert view.scalars("loss")["value"].tolist() == [i * 0.5 for i in range(100)]

@@ -102,3 +102,43 @@ def test_single_process_ignores_rank_variables(monkeypatch, store_path):
     assert len(run.id) == 16
     run.finish()
     assert run_python("import stepstore").returncode == 0
+
+
+def test_idle_run_offers_every_public_member_of_run(tmp_path):
+    import inspect
+
+    from stepstore.recording.idle import IdleRun
+
+    idle = IdleRun("job-1", "dist", None, 1)
+    artifact = tmp_path / "model.bin"
+    artifact.write_bytes(b"x")
+    arguments = {
+        "log": ({"loss": 1.0},),
+        "log_record": ("r", {"a": 1}),
+        "log_artifact": (artifact,),
+        "policy": ("*", ss.every(2)),
+        "reduce": ("*", "stats"),
+        "budget": (1024,),
+        "update_params": ({"lr": 0.1},),
+        "history": ("loss",),
+        "latest": ("loss",),
+        "flight": ("activations/*", 4),
+        "dump_flight": ("why",),
+    }
+    public = sorted(name for name in dir(ss.Run) if not name.startswith("_"))
+    assert {"log", "finish", "capture_info", "writer_info", "update_params"} <= set(public)
+    for name in [*public, "__enter__", "__repr__"]:
+        assert hasattr(IdleRun, name), f"IdleRun lacks Run.{name}"
+        ours, theirs = inspect.getattr_static(ss.Run, name), inspect.getattr_static(IdleRun, name)
+        assert isinstance(ours, property) == isinstance(theirs, property), name
+        if isinstance(ours, property):
+            getattr(idle, name)
+            continue
+        assert list(inspect.signature(ours).parameters) == list(
+            inspect.signature(theirs).parameters
+        ), name
+        getattr(idle, name)(*arguments.get(name, ()))
+    with idle as entered:
+        assert entered is idle
+    assert isinstance(idle, ss.Run) and idle.capture_info()["keys"] == {}
+    assert idle.writer_info()["points"] == 0 and idle.log_artifact(artifact) == "model.bin"

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stepstore.backends.filter_sql import SQLITE, compile_filter
+from stepstore.backends.filter_sql import FilterDialect as Dialect
 from stepstore.errors import FilterSyntaxError, InvalidArgumentError
-from stepstore.query.filter import (
-    SQLITE,
+from stepstore.filterlang import (
     STATS,
     And,
     Column,
     Compare,
-    Dialect,
     Expr,
     Field,
     HasTag,
@@ -30,9 +30,8 @@ from stepstore.query.filter import (
     Not,
     Or,
     Param,
-    Summary,
+    SummaryStat,
     Value,
-    compile_filter,
     parse,
 )
 
@@ -344,10 +343,10 @@ Z3 = Compare(Param("z"), "=", 3)
         ('params.x = "say \\"hi\\""', Compare(Param("x"), "=", 'say "hi"')),
         ("params.x = null", Compare(Param("x"), "=", None)),
         ("params.in.and = TRUE", Compare(Param("in.and"), "=", True)),
-        ("summary.train.loss.last < 1", Compare(Summary("train.loss", "last"), "<", 1)),
-        ("summary.val/acc.max >= 0.9", Compare(Summary("val/acc", "max"), ">=", 0.9)),
-        ('summary["val loss"].min = 0', Compare(Summary("val loss", "min"), "=", 0)),
-        ("summary['a.b'].count = 0", Compare(Summary("a.b", "count"), "=", 0)),
+        ("summary.train.loss.last < 1", Compare(SummaryStat("train.loss", "last"), "<", 1)),
+        ("summary.val/acc.max >= 0.9", Compare(SummaryStat("val/acc", "max"), ">=", 0.9)),
+        ('summary["val loss"].min = 0', Compare(SummaryStat("val loss", "min"), "=", 0)),
+        ("summary['a.b'].count = 0", Compare(SummaryStat("a.b", "count"), "=", 0)),
         ("'x' in tags", HasTag("x")),
         ("tags = 'x'", HasTag("x")),
         ("'x' not in tags", Not(HasTag("x"))),
@@ -497,7 +496,7 @@ def test_deep_parentheses_parse(db: sqlite3.Connection) -> None:
         (lambda: Compare(Param("x"), "LIKE", 1), "unknown operator 'LIKE'"),
         (lambda: Compare(Param("x"), "= 1; DROP TABLE runs; --", 1), "unknown operator"),
         (lambda: Column("r.id) OR (1"), "unknown field"),
-        (lambda: Summary("loss", "last; DROP TABLE runs"), "unknown summary statistic"),
+        (lambda: SummaryStat("loss", "last; DROP TABLE runs"), "unknown summary statistic"),
         (lambda: Param(""), "non-empty"),
         (lambda: Compare(Param("x"), "=", float("nan")), "finite"),
         (lambda: Compare(Param("x"), "=", 2**70), "64 bits"),
@@ -668,7 +667,7 @@ def _holds(fld: Field, op: str, values: list[Value], run: Run) -> bool:
         if values == [None]:
             return (num is None and text is None) == (op == "=")
         present = [(num, False), (text, True)]  # (stored value, holds a string)
-    elif isinstance(fld, Summary):
+    elif isinstance(fld, SummaryStat):
         if fld.key not in run.series:
             return False
         present = [(run.series[fld.key][STAT_INDEX[fld.stat]], False)]
@@ -719,9 +718,9 @@ def render_field(fld: Field) -> str:
     match fld:
         case Param(path):
             return f"params.{path}"
-        case Summary(key, stat) if BARE_KEY.fullmatch(key):
+        case SummaryStat(key, stat) if BARE_KEY.fullmatch(key):
             return f"summary.{key}.{stat}"
-        case Summary(key, stat):
+        case SummaryStat(key, stat):
             return f"summary[{render_string(key, chr(34))}].{stat}"
         case Column(name):
             return name
@@ -785,7 +784,7 @@ def leaves(draw: st.DrawFn) -> Expr:
     if kind == "param":
         fld, items = Param(draw(param_paths)), numbers | texts | st.booleans()
     elif kind == "summary":
-        fld, items = Summary(draw(summary_keys), draw(st.sampled_from(STATS))), numbers
+        fld, items = SummaryStat(draw(summary_keys), draw(st.sampled_from(STATS))), numbers
     elif kind == "created":
         fld, items = Column("created"), numbers.map(lambda n: n * 1e4) | iso_dates
     else:

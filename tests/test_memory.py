@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from .conftest import run_python
 
 
+@pytest.mark.slow
 def test_ten_million_points_keep_memory_flat(tmp_path):
     result = run_python(
         """

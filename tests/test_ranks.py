@@ -281,9 +281,7 @@ def test_a_store_of_the_schema_before_ranks_is_migrated(store_uri, store_sql, mo
     from stepstore.testing import columns, run_record
 
     with monkeypatch.context() as old:  # a store created by the previous stepstore
-        old.setattr(sqlite, "MIGRATIONS", sqlite.MIGRATIONS[:-1])
-        old.setattr(sqlite, "SCHEMA_VERSION", sqlite.SCHEMA_VERSION - 1)
-        for cls in (postgresql.PostgresBackend, mysql.MySQLBackend):
+        for cls in (sqlite.SQLiteBackend, postgresql.PostgresBackend, mysql.MySQLBackend):
             old.setattr(cls, "migrations", cls.migrations[:-1])
         backend = open_backend(store_uri, create=True)
         before = backend.schema_version

@@ -46,3 +46,19 @@ def test_quickstart_records_steps_without_gaps(tmp_path: Path, monkeypatch) -> N
     assert lr["step"].tolist() == [0]  # on_change("lr"): lr never changes here
     assert run.status == "finished"
     assert namespace["df"]["step"].tolist() == list(range(1000, 2001))
+
+
+def test_memory_sweep_example_runs_as_written(tmp_path: Path, monkeypatch) -> None:
+    """The ``memory://`` section's sweep: three runs in memory, the good ones copied to disk."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## In memory: `memory://`") :]
+    found = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert found is not None, "README: no ```python block in the memory:// section"
+    monkeypatch.chdir(tmp_path)
+    namespace = {"train_step": lambda lr: lr}  # a loss equal to the learning rate
+    exec(compile(found.group(1), str(README), "exec"), namespace)
+
+    kept = ss.open(tmp_path / "stepstore").runs()
+    assert [run.params["lr"] for run in kept] == [1e-3, 1e-2]  # summary.loss.min < 0.1
+    assert kept[0].scalars("loss")["value"].tolist() == [1e-3] * 100
+    assert [r.params["lr"] for r in ss.open("memory://sweep").runs()] == [1e-3, 1e-2, 1e-1]

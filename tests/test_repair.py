@@ -16,7 +16,7 @@ import stepstore as ss
 from stepstore.backends.base import Problem
 from stepstore.cli import main
 from stepstore.repair import repair
-from stepstore.tensors.sink import MAX_CHUNK_STEPS
+from stepstore.tensors.series_writer import MAX_CHUNK_STEPS
 from stepstore.tensors.zarr_v3 import shard_header_bytes
 from stepstore.testing import StoreSQL
 
@@ -685,7 +685,10 @@ def test_a_store_from_before_row_positions_is_migrated(store_uri, store_sql):
     with ss.open(store_uri) as store:
         version = store.backend.schema_version
     store_sql('ALTER TABLE tensor_chunks DROP COLUMN "positions"', ())
-    store_sql("UPDATE meta SET value = ? WHERE \"key\" = 'schema_version'", (str(version - 1),))
+    before_positions = version - 2  # the events table came after positions
+    store_sql(
+        "UPDATE meta SET value = ? WHERE \"key\" = 'schema_version'", (str(before_positions),)
+    )
     chunk = _chunk_file(_arrays(store_uri), run.id, "w")
     with open(chunk, "r+b") as handle:
         handle.seek(_row_offset(5))

@@ -59,7 +59,7 @@ def test_metadata_is_recorded(new_run, store_path):
 
 def test_generated_names_are_readable():
     run_id = "0123456789abcdef"
-    from stepstore.run import new_name
+    from stepstore.recording.names import new_name
 
     name = new_name(run_id)
     assert name.endswith("-cdef") and name.count("-") == 2
@@ -403,3 +403,90 @@ def test_on_change_of_a_key_never_logged_warns_at_finish(new_run, store_path):
     assert caught[0].filename == __file__
     view = ss.open(store_path).run(run.id)
     assert view.status == "finished" and view.keys() == ["acc", "loss"]
+
+
+def test_a_store_without_a_journal_records_without_any_file(tmp_path, monkeypatch):
+    from stepstore.recording.journal import Journal
+
+    def no_file(*args, **kwargs):
+        raise AssertionError("a memory store must not create a journal file")
+
+    monkeypatch.setattr(Journal, "create", no_file)
+    monkeypatch.chdir(tmp_path)
+    run = ss.init("mem", store="memory://journal-less", params={"lr": 0.1}, flush_interval=0.05)
+    for step in range(5000):  # more than one flush, and device-free derived scalars too
+        run.log({"loss": step / 4, "acc": 1.0})
+    run.log({"w": np.arange(4.0)})
+    run.reduce("t", "stats").log({"t": np.array([1.0, 3.0])})
+    run.log_record("note", {"a": [1, 2]})
+    run.flush()
+    run.finish()
+    view = ss.open("memory://journal-less").run(run.id)
+    assert view.status == "finished" and view.params == {"lr": 0.1}
+    assert view.scalars("loss")["value"].tolist() == [s / 4 for s in range(5000)]
+    assert view.scalars("t/mean")["value"].tolist() == [2.0]
+    assert view.records("note")["a"].tolist() == [[1, 2]]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_update_params_merges_late_params_and_filters_see_them(new_run, store_path):
+    run = new_run(params={"lr": 0.1, "model": {"width": 64, "depth": 2}})
+    run.update_params({"model": {"depth": 4}}, batch=np.int64(32))
+    run.update_params(lr=0.05)
+    want = {"lr": 0.05, "model": {"width": 64, "depth": 4}, "batch": 32}
+    assert run.params == want
+    with pytest.raises(ss.InvalidArgumentError, match=r"params: not JSON-serialisable: "):
+        run.update_params(bad=object())
+    assert run.params == want
+    run.finish()
+    store = ss.open(store_path)
+    assert store.run(run.id).params == want
+    assert [v.id for v in store.runs(where="params.model.depth = 4 and params.lr < 0.06")] == [
+        run.id
+    ]
+
+
+def test_history_and_latest_read_flushed_and_pending_points_exactly(store_path):
+    run = ss.init("live", store=store_path, flush_interval=3600, chunk_size=100)
+    for step in range(250):
+        run.log({"loss": step / 8, "acc": -step}, epoch=step // 100)
+    run.flush()  # 250 points stored (two sealed chunks and an open one)
+    for step in range(250, 260):
+        run.log({"loss": step / 8}, epoch=3)  # pending: the writer waits an hour
+        assert run.latest("loss") == step / 8
+    assert run.writer_info()["points"] == 500
+    assert run.history("loss").tolist() == [s / 8 for s in range(260)]
+    assert run.history("loss", last=15).tolist() == [s / 8 for s in range(245, 260)]
+    assert run.history("loss", last=3).tolist() == [257 / 8, 258 / 8, 259 / 8]
+    points = run.history("acc", last=120, with_steps=True)
+    assert points.step.tolist() == list(range(130, 250))
+    assert points.value.tolist() == [-s for s in range(130, 250)]
+    assert points.epoch.tolist() == [s // 100 for s in range(130, 250)]
+    assert run.latest("acc") == -249.0
+    run.log({"once": 1.0}, step=300)
+    plain = run.history("once", with_steps=True)
+    assert (plain.step.tolist(), plain.epoch.tolist()) == ([300], [3])
+    run.log({"w": np.zeros(3)})
+    with pytest.raises(ss.KindMismatchError, match=r"key 'w' holds tensor values"):
+        run.latest("w")
+    with pytest.raises(ss.NotFoundError, match=r"key 'nope': not logged in run"):
+        run.history("nope")
+    with pytest.raises(ss.InvalidArgumentError, match=r"last=0: expected a positive"):
+        run.history("loss", last=0)
+    run.finish()
+
+
+def test_history_includes_derived_scalars_and_survives_a_resume(store_path):
+    run = ss.init("live", store=store_path, flush_interval=0.05)
+    run.reduce("t", "stats")
+    for step in range(3):
+        run.log({"t": np.array([float(step), step + 2.0]), "loss": 1.0 + step})
+    run.flush()
+    assert run.history("t/mean").tolist() == [1.0, 2.0, 3.0]
+    assert run.latest("t/max") == 4.0
+    run.finish()
+    again = ss.init("live", store=store_path, resume=run.id, flush_interval=0.05)
+    assert again.latest("loss") == 3.0
+    again.log({"loss": 9.0})
+    assert again.history("loss", last=2).tolist() == [3.0, 9.0]
+    again.finish()

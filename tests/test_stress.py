@@ -55,6 +55,7 @@ def expected_b(k: int) -> list[float]:
     return [-(k + i) / 7 for i in range(CALLS)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("as_ranks", [False, True], ids=["runs", "ranks"])
 @pytest.mark.parametrize(
     ("store_uri", "processes"),

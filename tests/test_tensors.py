@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 import stepstore as ss
 from stepstore.backends import open_backend
 from stepstore.io.copy import copy_runs
-from stepstore.tensors import sink
+from stepstore.tensors import series_writer as sink
 from stepstore.tensors.series import chunk_path
 from stepstore.tensors.zarr_v3 import segment_document, shard_header_bytes
 

@@ -16,6 +16,8 @@ nn = torch.nn
 F = torch.nn.functional
 
 import stepstore as ss  # noqa: E402 - after the torch skip
+from stepstore.errors import FlightBudgetError  # noqa: E402
+from stepstore.flight import FlightEvent  # noqa: E402
 from stepstore.integrations.torch import watch  # noqa: E402
 
 History = list[tuple[dict[str, Any], dict[str, Any]]]
@@ -552,3 +554,143 @@ def test_ddp_models_are_watched_through_the_module_without_its_prefix(
     used, grads = history[1]
     assert torch.equal(at(view, "gradients/fc1.weight", 1), grads["module.fc1.weight"])
     assert torch.equal(at(view, "weights/fc1.bias", 1), used["module.fc1.bias"])
+
+
+# -- flight recording --------------------------------------------------------------------
+
+
+def events(view: ss.RunView) -> list[FlightEvent]:
+    """The run's stored events as the flight recorder fired them."""
+    return [FlightEvent(e.trigger, e.step, e.key, e.reason) for e in view.events()]
+
+
+def train_to_nan(run: ss.Run, model: MLP, steps: int, nan_at: int) -> History:
+    """``train`` with a NaN put into ``fc1.weight`` before step ``nan_at``."""
+    history: History = []
+    for step in range(steps):
+        if step == nan_at:
+            with torch.no_grad():
+                model.fc1.weight[0, 0] = float("nan")
+        history += train(run, model, 1)[1]
+    return history
+
+
+def assert_held(view: ss.RunView, key: str, steps: list[int], expected: Any) -> None:
+    series = view.tensor(key)
+    assert series.steps.tolist() == steps, key
+    for step in steps:
+        np.testing.assert_array_equal(np.asarray(series.at(step)), expected(step).numpy())
+
+
+def test_flight_holds_the_last_k_steps_and_records_nothing_else(run: ss.Run, store: Path) -> None:
+    model = MLP()
+    handle = watch(run, model, flight=2)
+    x, history = train(run, model, 5)
+    assert handle.flight is not None
+    event, drained = handle.flight.dump("look")
+    view = read(run, store)
+
+    assert view.keys() == ["loss"]
+    assert events(view) == []  # dumped by hand, not through the run: nothing stored
+    assert event == FlightEvent("dump_flight", 4, None, "look")
+    assert set(drained) == {"activations/fc1", "activations/act", "activations/fc2"} | param_keys(
+        model
+    )
+    for key, series in drained.items():
+        assert series.steps.tolist() == [3, 4], key
+        kind, _, name = key.partition("/")
+        if kind != "activations":
+            expected = [history[step][0 if kind == "weights" else 1][name] for step in (3, 4)]
+            np.testing.assert_array_equal(series.values, torch.stack(expected).numpy())
+    used = history[4][0]
+    fc1 = F.linear(x, used["fc1.weight"], used["fc1.bias"])
+    np.testing.assert_array_equal(drained["activations/fc1"].values[1], fc1.numpy())
+
+
+def test_a_trigger_persists_the_window_and_the_steps_after(run: ss.Run, store: Path) -> None:
+    model = MLP()
+    watch(run, model, flight=2, trigger=ss.policies.on_nan("activations/fc2"), after=1)
+    history = train_to_nan(run, model, 7, nan_at=3)
+    view = read(run, store)
+
+    reason = "activations/fc2 has 24 NaN of 24 values at step 3"
+    assert events(view) == [FlightEvent("on_nan('activations/fc2')", 3, "activations/fc2", reason)]
+    # the ring's two steps up to the firing forward, then raw through step 3 + after
+    for name in ("fc1.weight", "fc2.bias"):
+        assert_held(view, f"weights/{name}", [2, 3, 4], lambda s, n=name: history[s][0][n])
+        # step 3's backward came after the firing: recorded raw
+        assert_held(view, f"gradients/{name}", [1, 2, 3, 4], lambda s, n=name: history[s][1][n])
+    assert view.tensor("activations/fc2").steps.tolist() == [2, 3, 4]
+    assert np.isnan(view.tensor("activations/fc2").at(3)).all()
+
+
+def test_with_when_its_steps_are_recorded_and_the_ring_holds_every_step(
+    run: ss.Run, store: Path
+) -> None:
+    model = MLP()
+    handle = watch(run, model, what="activations", when=ss.every(2), flight=2)
+    train(run, model, 4)
+    assert handle.flight is not None
+    drained = handle.flight.ring.drain()
+    view = read(run, store)
+
+    assert view.tensor("activations/fc1").steps.tolist() == [0, 2]
+    assert drained["activations/fc1"].steps.tolist() == [2, 3]
+    assert events(view) == []
+
+
+def test_the_flight_budget_of_parameters_is_checked_at_watch(run: ss.Run) -> None:
+    model = MLP()
+    message = (
+        r"a flight ring of 10 steps of 8 keys needs 12\.7 KiB, over its budget of 1000 B; "
+        r"largest: gradients/fc1\.weight \(384 B a step, 3\.8 KiB\), weights/fc1\.weight "
+        r"\(384 B a step, 3\.8 KiB\), gradients/fc2\.weight \(192 B a step"
+    )
+    with pytest.raises(FlightBudgetError, match=message):
+        watch(run, model, flight=10, flight_budget=1000)
+    assert not model._forward_pre_hooks  # nothing attached
+
+
+def test_the_flight_budget_of_activations_is_checked_at_their_first_forward(run: ss.Run) -> None:
+    model = MLP()
+    watch(run, model, what="activations", flight=10, flight_budget=6000)
+    message = (
+        r"10 steps of 2 keys needs 10\.0 KiB, over its budget of 5\.9 KiB; largest: "
+        r"activations/fc1 \(512 B a step, 5\.0 KiB\), activations/act \(512 B a step"
+    )
+    with pytest.raises(FlightBudgetError, match=message):
+        model(inputs(model))
+
+
+def test_another_shape_is_not_held_with_one_warning_per_key(run: ss.Run) -> None:
+    model = MLP()
+    handle = watch(run, model, what="activations", layers=["fc1"], flight=3)
+    x = inputs(model)
+    model(x)
+    run.log({"loss": 0.0})
+    with pytest.warns(RuntimeWarning, match=r"expected shape \(8, 16\) torch.float32 .* got "):
+        model(x[:5])
+    run.log({"loss": 0.0})
+    model(x[:5])  # no second warning (warnings are errors here)
+    run.log({"loss": 0.0})
+    model(x)
+    assert handle.flight is not None
+    assert handle.flight.ring.drain()["activations/fc1"].steps.tolist() == [0, 3]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"trigger": ss.on_change("loss")}, r"trigger=on_change\('loss'\) needs flight=K"),
+        ({"flight": 0}, r"flight=0: expected an integer >= 1"),
+        ({"flight": 2, "trigger": ss.every(2)}, r"every\(2\): a capture policy, not a trigger"),
+        ({"flight": 2, "after": -1}, r"after=-1: expected an integer >= 0"),
+    ],
+)
+def test_bad_flight_arguments_are_refused(
+    run: ss.Run, kwargs: dict[str, Any], message: str
+) -> None:
+    model = MLP()
+    with pytest.raises(ss.InvalidArgumentError, match=message):
+        watch(run, model, **kwargs)
+    assert not model._forward_pre_hooks

@@ -1,6 +1,7 @@
 // Scalar charts: one uPlot chart per key with every shown run overlaid. The server downsamples
 // (min/max per bucket) to the chart's pixel width, and each zoom asks again for just the visible
-// range, so a one-point spike is drawn at every zoom level.
+// range, so a one-point spike is drawn at every zoom level. A run's events (a flight recorder's
+// trigger firing) are dashed vertical lines across its charts, with a flag saying what fired.
 
 import uPlot from "uplot";
 import { getScalars, isReport, scalarsDownload, stats } from "./api.js";
@@ -14,6 +15,15 @@ stats.chart = (key) => registry.get(key)?.describe() ?? null;
 
 /** x column names and their labels. */
 const X_AXES = { step: "step", epoch: "epoch", time: "wall time" };
+
+/** Colour of event lines: a trigger firing must not look like one more series. */
+const EVENT_COLOUR = "#cf222e";
+
+/** An event for people: where, what fired, and why (the rank only when not the first). */
+function eventText(event) {
+  const rank = event.rank ? ` · rank ${event.rank}` : "";
+  return `step ${event.step} · ${event.trigger} · ${event.reason}${rank}`;
+}
 
 /**
  * Merges several runs' sorted x columns into rows uPlot can draw: a row per distinct x (runs
@@ -64,7 +74,7 @@ function fade(hex, alpha) {
   return `rgba(${n >> 16},${(n >> 8) & 255},${n & 255},${alpha})`;
 }
 
-/** One chart: `runs` = [{id, name, colour}], `options` = {x, log, smoothing}. */
+/** One chart: `runs` = [{id, name, colour, events}], `options` = {x, log, smoothing}. */
 class ScalarChart {
   constructor(key, runs, options) {
     this.key = key;
@@ -75,6 +85,8 @@ class ScalarChart {
     this.seq = 0;
     this.loads = 0; // answers drawn, for the zoom benchmark
     this.uplot = null;
+    this.drawnEvents = [];
+    this.flags = el("div.event-flags");
     this.plot = el("div.plot");
     this.note = el("div.note");
     this.errors = el("div");
@@ -246,6 +258,7 @@ class ScalarChart {
     this.showDownloads();
     if (!this.uplot) {
       this.uplot = new uPlot(this.config(), data, this.plot);
+      this.uplot.over.append(this.flags);
       // For the page-load benchmark: milliseconds from navigation to the first chart with data.
       if (xs.length && stats.firstChartMs === undefined) stats.firstChartMs = performance.now();
     } else if (this.zoom) {
@@ -313,8 +326,60 @@ class ScalarChart {
         bind: { dblclick: () => () => { this.resetZoom(); return null; } },
       },
       legend: { live: true },
-      hooks: { setSelect: [(u) => this.onSelect(u)] },
+      hooks: { setSelect: [(u) => this.onSelect(u)], draw: [(u) => this.drawEvents(u)] },
     };
+  }
+
+  /** The shown runs' events placed on the chosen x axis: [{run, event, x}]. */
+  marks() {
+    const x = this.options.x;
+    const marks = [];
+    this.runs.forEach((run, r) => {
+      for (const event of run.events || []) {
+        const at = x === "step" ? event.step : x === "time" ? event.time : this.epochAt(r, event.step);
+        if (at !== null && at !== undefined) marks.push({ run, event, x: at });
+      }
+    });
+    return marks;
+  }
+
+  /** Run `r`'s epoch at `step`: that of its last point received at or before it, if any. */
+  epochAt(r, step) {
+    const s = this.series[r];
+    let epoch = null;
+    for (let i = 0; s && i < s.step.length && s.step[i] <= step; i++) epoch = s.epoch[i];
+    return epoch;
+  }
+
+  /** After each redraw: a dashed line per event in view, and its flag (hover: what fired). */
+  drawEvents(u) {
+    const { ctx } = u;
+    const { left, top, width, height } = u.bbox;
+    const flags = [];
+    this.drawnEvents = [];
+    ctx.save();
+    ctx.strokeStyle = EVENT_COLOUR;
+    ctx.lineWidth = 2 * devicePixelRatio;
+    ctx.setLineDash([5 * devicePixelRatio, 3 * devicePixelRatio]);
+    for (const { run, event, x } of this.marks()) {
+      const px = Math.round(u.valToPos(x, "x", true));
+      if (!(px >= left && px <= left + width)) continue;
+      ctx.beginPath();
+      ctx.moveTo(px, top);
+      ctx.lineTo(px, top + height);
+      ctx.stroke();
+      const label = `${this.runs.length > 1 ? `${run.name}: ` : ""}${eventText(event)}`;
+      // In the plot's right half the tooltip opens to the left, so it stays on the page.
+      flags.push(el(px - left > width / 2 ? "div.event-flag.leftward" : "div.event-flag", {
+        testid: "event-flag",
+        title: label,
+        "data-label": label,
+        style: { left: `${(px - left) / devicePixelRatio}px` },
+      }));
+      this.drawnEvents.push({ run: run.name, step: event.step, trigger: event.trigger, px });
+    }
+    ctx.restore();
+    this.flags.replaceChildren(...flags);
   }
 
   onSelect(u) {
@@ -327,7 +392,10 @@ class ScalarChart {
     this.load();
   }
 
-  /** What the tests read: points received, series names, y range drawn, x range shown. */
+  /**
+ * What the tests read: points received, series names, y range drawn, x range shown, events
+ * drawn (`px`: the line's canvas column) and the plot's place on the canvas.
+ */
   describe() {
     const u = this.uplot;
     let yMax = -Infinity;
@@ -349,6 +417,8 @@ class ScalarChart {
       xMax: u ? u.scales.x.max : null,
       zoomed: this.zoom !== null,
       loads: this.loads,
+      events: this.drawnEvents,
+      plot: u ? { left: u.bbox.left, width: u.bbox.width } : null,
     };
   }
 
@@ -362,7 +432,8 @@ class ScalarChart {
 
 /**
  * The scalars part of a run or compare view: shared controls (x axis, log scale, smoothing),
- * a key picker and one chart per picked key. `runs` = [{id, name, keys}].
+ * a key picker, the runs' events and one chart per picked key. `runs` = [{id, name, keys,
+ * events}].
  */
 export function scalarsSection(runs) {
   const shown = runs.map((run, i) => ({ ...run, colour: runColour(i) }));
@@ -377,6 +448,7 @@ export function scalarsSection(runs) {
   const smoothing = el("input", { type: "range", testid: "smoothing", min: "0", max: "0.99", step: "0.01", value: "0" });
   const smoothingValue = el("span.num", {}, "0");
   const picker = el("div.key-picker");
+  const events = el("div.events", { testid: "events" });
   const grid = el("div.chart-grid");
   const node = el("section.scalars", {},
     el("div.controls", {},
@@ -384,7 +456,7 @@ export function scalarsSection(runs) {
       el("label", {}, logScale, " log scale"),
       el("label", {}, "smoothing ", smoothing, " ", smoothingValue),
       el("span.muted.hint", {}, "drag: zoom · shift-drag: pan · double-click: reset")),
-    picker, grid);
+    picker, events, grid);
 
   function update() {
     for (const chart of charts.values()) chart.setOptions({ ...options });
@@ -419,6 +491,16 @@ export function scalarsSection(runs) {
     );
   }
 
+  function renderEvents() {
+    const items = shown.flatMap((run) => (run.events || []).map((event) =>
+      el("li", { testid: "event" },
+        el("span.event-line"),
+        shown.length > 1 ? el("span", {}, el("span.swatch", { style: { background: run.colour } }), `${run.name}: `) : null,
+        eventText(event),
+        event.key ? el("span.muted", {}, ` (key ${event.key})`) : null)));
+    events.replaceChildren(...(items.length ? [el("h4", {}, "events"), el("ul", {}, items)] : []));
+  }
+
   function renderCharts() {
     for (const [key, chart] of charts) {
       if (!picked.has(key)) {
@@ -444,12 +526,22 @@ export function scalarsSection(runs) {
     /** Draws the picker and charts; call once `node` is in the page (charts size to it). */
     start() {
       renderPicker();
+      renderEvents();
       renderCharts();
     },
-    /** Runs still live (ids) get their new points appended; new keys join the picker. */
+    /**
+     * Runs still live (ids) get their new points appended; new keys join the picker, new
+     * events the list and the charts.
+     */
     async update(fresh, liveIds) {
       let changed = false;
+      let newEvents = false;
       for (const run of shown) {
+        const events = fresh.get(run.id)?.events;
+        if (events && events.length !== (run.events || []).length) {
+          run.events = events; // the charts hold this object: their next draw shows them
+          newEvents = true;
+        }
         const keys = fresh.get(run.id)?.keys?.scalars;
         if (keys && keys.join() !== run.keys.scalars.join()) {
           run.keys = { ...run.keys, scalars: keys };
@@ -461,6 +553,7 @@ export function scalarsSection(runs) {
         renderPicker();
         renderCharts();
       }
+      if (newEvents) renderEvents();
       await Promise.all([...charts.values()].map((chart) => chart.append(liveIds)));
     },
     destroy() {

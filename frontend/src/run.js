@@ -80,7 +80,7 @@ export function runDetailView(root, ids) {
     }
     if (destroyed) return;
     renderHead(runs);
-    const scalars = scalarsSection(runs.map((r) => ({ id: r.id, name: r.name, keys: r.keys })));
+    const scalars = scalarsSection(runs.map((r) => ({ id: r.id, name: r.name, keys: r.keys, events: r.events })));
     parts.push(scalars);
     const params = paramsTable(runs);
     root.append(section("Scalars", scalars.node));

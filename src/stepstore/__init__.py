@@ -29,13 +29,26 @@ from .errors import (
     UnsupportedError,
     WriterError,
 )
-from .policies import Policy, at, every, every_epoch, first, log_spaced, on_change, window
+from .io.copy import copy
+from .policies import (
+    Policy,
+    at,
+    every,
+    every_epoch,
+    first,
+    log_spaced,
+    on_change,
+    on_exception,
+    on_nan,
+    window,
+)
 from .query import RunView, Store, open  # noqa: A004 - the documented API name
-from .run import Run, init
+from .recording.run import Run
+from .recording.start import init
 from .tensors.images import Image, image_grid
 from .tensors.series import TensorSeries
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 #: The framework integrations, each imported on first use so its framework stays optional.
@@ -75,6 +88,7 @@ __all__ = [
     "WriterError",
     "__version__",
     "at",
+    "copy",
     "every",
     "every_epoch",
     "first",
@@ -82,6 +96,8 @@ __all__ = [
     "init",
     "log_spaced",
     "on_change",
+    "on_exception",
+    "on_nan",
     "open",
     "window",
 ]

@@ -35,6 +35,11 @@ class Config:
             (``$STEPSTORE_RANKS``).
         rank_wait: Seconds a non-zero rank waits for rank 0 to create the shared run
             (``$STEPSTORE_RANK_WAIT``).
+        journal_dir: Directory under which a server store's runs keep their local journals
+            (``$STEPSTORE_JOURNAL_DIR``; ``None``: the user's cache directory).
+        array_store: Where a server store's runs keep tensors, images and artifacts unless
+            a run names another place (``$STEPSTORE_ARRAY_STORE``; ``None``: the user's data
+            directory).
     """
 
     store: str = DEFAULT_STORE
@@ -47,6 +52,8 @@ class Config:
     tensor_queue_bytes: int = 256 << 20
     ranks: str = "zero"
     rank_wait: float = 300.0
+    journal_dir: str | None = None
+    array_store: str | None = None
 
     def __post_init__(self) -> None:
         if not self.flush_interval > 0:
@@ -90,6 +97,8 @@ _ENV = {
     "tensor_queue_bytes": "STEPSTORE_TENSOR_QUEUE_BYTES",
     "ranks": "STEPSTORE_RANKS",
     "rank_wait": "STEPSTORE_RANK_WAIT",
+    "journal_dir": "STEPSTORE_JOURNAL_DIR",
+    "array_store": "STEPSTORE_ARRAY_STORE",
 }
 
 

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .journal import Journal
+from .recording.journal import Journal
 from .series.chunk import NO_EPOCH
 
 #: Keys left out of the default choice: recorded beside training, not its progress.

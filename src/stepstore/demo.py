@@ -6,12 +6,18 @@ stepstore), ``acc``, ``lr`` (only when the StepLR schedule changes it) and ``gra
 (every 10th step); every epoch records ``val/loss`` and ``val/acc`` in the same run. The run
 is then read back through the query API and summarised.
 
+``stepstore demo --blowup`` (:func:`blowup`) trains the same network with a flight recorder
+on every activation and gradient, raises the learning rate at a known step so that the loss
+turns NaN at the next one, and prints the window the recorder kept around it, read back from
+the store.
+
 Needs PyTorch and scikit-learn (``pip install 'stepstore[demo]'``); they are imported only
 when :func:`main` runs, so this module imports without them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import shutil
@@ -19,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -45,6 +52,13 @@ WATCH_EVERY = 10
 RAW_LAYER = "2"
 SAMPLES = 16
 VIEW_POINTS = 2000
+#: The blow-up demo: the step whose update uses ``BLOWUP_LR`` (Adam moves every weight by
+#: about the learning rate, so they overflow float32 at once: the loss is NaN at the next
+#: step), the steps the flight ring holds, and the steps recorded after the trigger fired.
+BLOWUP_AT = 40
+BLOWUP_LR = 1e20
+FLIGHT_STEPS = 8
+FLIGHT_AFTER = 2
 
 
 def load_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -115,15 +129,7 @@ def main(
         ModuleNotFoundError: PyTorch or scikit-learn is not installed (``name`` says which).
         InvalidArgumentError: ``epochs`` is not a positive integer.
     """
-    try:
-        import torch
-        from sklearn.datasets import load_digits  # noqa: F401 - checked here, used by load_split
-    except ImportError as exc:
-        raise ModuleNotFoundError(
-            f"the stepstore demo needs PyTorch and scikit-learn ({exc}); "
-            "install them with: pip install 'stepstore[demo]'",
-            name=exc.name,
-        ) from exc
+    torch = _demo_modules()
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise InvalidArgumentError(f"epochs={epochs!r}: expected an integer >= 1")
     console = Console() if console is None else console
@@ -135,6 +141,170 @@ def main(
         torch.set_num_threads(threads)
     _report(location, run_id, console)
     return run_id
+
+
+def blowup(store: str | os.PathLike[str] | None = None, console: Console | None = None) -> str:
+    """Train the demo CNN until its loss turns NaN, keeping the steps before it, and print them.
+
+    The learning rate is raised to ``BLOWUP_LR`` at step ``BLOWUP_AT``, so the loss is NaN
+    at the next step; ``on_nan("loss")`` then persists the flight ring's last
+    ``FLIGHT_STEPS`` steps of every activation and gradient, and the ``FLIGHT_AFTER`` steps
+    after it are recorded raw before training stops. The window is read back from the store
+    and printed as a table of each tensor's root mean square per step.
+
+    Args:
+        store: Store path or URI; ``None`` means ``$STEPSTORE_URI`` or ``./stepstore``.
+        console: A ``rich.console.Console`` to print to; a new one on standard output if None.
+
+    Returns:
+        The id of the recorded run.
+
+    Raises:
+        ModuleNotFoundError: PyTorch or scikit-learn is not installed (``name`` says which).
+    """
+    torch = _demo_modules()
+    console = Console() if console is None else console
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_id, location = _train_blowup(store, console)
+    finally:
+        torch.set_num_threads(threads)
+    _report_blowup(location, run_id, console)
+    return run_id
+
+
+def _demo_modules() -> Any:
+    """The torch module, once PyTorch and scikit-learn are known to be installed."""
+    try:
+        import torch
+        from sklearn.datasets import load_digits  # noqa: F401 - checked here, used by load_split
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"the stepstore demo needs PyTorch and scikit-learn ({exc}); "
+            "install them with: pip install 'stepstore[demo]'",
+            name=exc.name,
+        ) from exc
+    return torch
+
+
+def _train_blowup(store: str | os.PathLike[str] | None, console: Console) -> tuple[str, str]:
+    """Record the run that blows up; return its id and the store it went to."""
+    import torch
+    from torch import nn
+
+    from .integrations.torch import watch
+    from .policies import on_nan
+
+    torch.manual_seed(SEED)
+    x_train, y_train, _, _ = load_split()
+    model = build_model(WIDTH)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    loss_fn = nn.CrossEntropyLoss()
+    shuffle = torch.Generator().manual_seed(SEED)
+    last = BLOWUP_AT + 1 + FLIGHT_AFTER
+    params = {
+        "lr": LR,
+        "batch_size": BATCH_SIZE,
+        "seed": SEED,
+        "model": {"arch": "cnn", "width": WIDTH},
+        "optimizer": {"name": "adam"},
+        "blowup": {"step": BLOWUP_AT, "lr": BLOWUP_LR},
+        "flight": {"steps": FLIGHT_STEPS, "after": FLIGHT_AFTER, "trigger": "on_nan('loss')"},
+    }
+    with stepstore.init(
+        project=PROJECT,
+        name=f"cnn-w{WIDTH}-blowup",
+        params=params,
+        tags=["demo", "blowup"],
+        store=store,
+    ) as run:
+        watch(
+            run,
+            model,
+            what=("activations", "gradients"),
+            flight=FLIGHT_STEPS,
+            trigger=on_nan("loss"),
+            after=FLIGHT_AFTER,
+        )
+        console.print(
+            f"Recording run [bold]{run.name}[/] ({run.id}) into {escape(run.store)}: the "
+            f"learning rate goes from {LR:g} to {BLOWUP_LR:g} at step {BLOWUP_AT}"
+        )
+        step = epoch = 0
+        while step <= last:
+            for batch in torch.randperm(len(x_train), generator=shuffle).split(BATCH_SIZE):
+                if step > last:
+                    break
+                if len(batch) < BATCH_SIZE:  # the ring's slots keep one batch shape
+                    continue
+                if step == BLOWUP_AT:
+                    for group in optimizer.param_groups:
+                        group["lr"] = BLOWUP_LR
+                lr = optimizer.param_groups[0]["lr"]
+                loss = loss_fn(model(x_train[batch]), y_train[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                run.log({"loss": loss.detach(), "lr": lr}, step=step, epoch=epoch)
+                step += 1
+            epoch += 1
+        return run.id, run.store
+
+
+def _rms(value: Any) -> str:
+    """A table cell: the root mean square of a tensor, or how it is not finite."""
+    array = np.asarray(value, dtype=np.float64)
+    finite = np.isfinite(array)
+    if not finite.all():
+        return "NaN" if np.isnan(array).any() else "inf"
+    return f"{math.sqrt(float(np.mean(np.square(array)))):.2g}"
+
+
+def _report_blowup(location: str, run_id: str, console: Console) -> None:
+    """Read the blown-up run back and print the window the flight recorder kept."""
+    with stepstore.open(location) as store:
+        r = store.run(run_id)
+        events = r.events()
+        scalars = r.scalars(["loss", "lr"])
+        keys = [k for k in r.keys() if k.startswith(("activations/", "gradients/"))]
+        held = {key: r.tensor(key) for key in keys}
+        steps = sorted({int(s) for series in held.values() for s in series.steps})
+        cells = {
+            key: {int(s): _rms(series.at(int(s))) for s in series.steps}
+            for key, series in held.items()
+        }
+    loss = scalars[scalars["key"] == "loss"]
+    bad = loss["step"][~np.isfinite(loss["value"].to_numpy())]
+    if len(bad):
+        console.print(
+            f"The loss turned NaN at step {int(bad.iloc[0])}; on_nan('loss') kept the steps "
+            "before it"
+        )
+    for event in events:
+        on = f" on {event.key}" if event.key else ""
+        line = f"event at step {event.step}: {event.trigger}{on}: {event.reason}"
+        console.print(escape(line))
+    table = Table(
+        title=f"Run {r.name} ({r.id}): what the flight recorder kept (root mean square)",
+        caption=f"kept {FLIGHT_STEPS} steps up to the trigger and {FLIGHT_AFTER} after it",
+    )
+    table.add_column("key", no_wrap=True)
+    for step in steps:
+        table.add_column(str(step), justify="right", no_wrap=True)
+    by_key: dict[str, dict[int, str]] = {}
+    for row in scalars.itertuples(index=False):
+        if int(row.step) in steps:
+            by_key.setdefault(str(row.key), {})[int(row.step)] = f"{row.value:.2g}"
+    for key in ("loss", "lr"):
+        table.add_row(key, *(by_key.get(key, {}).get(step, "-") for step in steps))
+    for key in keys:
+        table.add_row(key, *(cells[key].get(step, "-") for step in steps))
+    # A column per step is wider than 80 characters: printed wider rather than cut to "0.…".
+    wide = Console(
+        file=console.file, width=max(console.width, 132), force_terminal=console.is_terminal
+    )
+    wide.print(table)
 
 
 def _train(store: str | os.PathLike[str] | None, epochs: int, console: Console) -> tuple[str, str]:
@@ -358,4 +528,4 @@ def stepstore_command(
     return shown(script), activate if windows else f"source {activate}"
 
 
-__all__ = ["build_model", "load_split", "main", "stepstore_command"]
+__all__ = ["blowup", "build_model", "load_split", "main", "stepstore_command"]

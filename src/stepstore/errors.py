@@ -6,6 +6,7 @@ that matches its failure kind, so ``except ValueError`` keeps working::
     StepstoreError
     ├── InvalidValueError (ValueError)      a logged value or key is not acceptable
     ├── InvalidArgumentError (ValueError)   an argument to an API call is not acceptable
+    │   └── FlightBudgetError               a flight ring would hold more bytes than its budget
     ├── StepOrderError (ValueError)         a key's step went backwards
     ├── KindMismatchError (TypeError)       a key was re-used with another kind of value
     ├── RunStateError (RuntimeError)        the run is not in a state that allows the call
@@ -34,6 +35,11 @@ class InvalidValueError(StepstoreError, ValueError):
 
 class InvalidArgumentError(StepstoreError, ValueError):
     """An argument to a stepstore call is out of range or of the wrong type."""
+
+
+class FlightBudgetError(InvalidArgumentError):
+    """A flight recorder's ring (steps x bytes of its keys) would exceed its byte budget;
+    raised before anything is allocated, naming the largest keys."""
 
 
 class StepOrderError(StepstoreError, ValueError):

@@ -17,7 +17,12 @@ trigger values at its last recorded point), so combinations behave predictably:
                             when neither is given; a change into or out of NaN counts)
 ``first(n)``                until ``n`` points of the key have been recorded
 ``window(start, stop)``     steps with ``start <= step < stop`` (``stop=None``: no end)
+``on_nan(key)``             while ``key``'s latest value is NaN or infinite
 ==========================  ===============================================================
+
+Triggers: ``on_nan(key)``, ``on_change(key, rel, abs)`` and ``on_exception()`` (and their
+``|`` and ``&`` combinations) also tell a flight recorder when to keep its ring:
+``Policy.arm()`` gives a fresh :data:`Fire` check with its own memory of the values seen.
 """
 
 from __future__ import annotations
@@ -27,43 +32,20 @@ import numbers
 import operator
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgumentError
+import numpy as np
+
+from .errors import InvalidArgumentError, InvalidValueError
+
+if TYPE_CHECKING:  # the run's per-key state that compiled policies read
+    from .recording.keys import KeyState
 
 #: A compiled policy: ``check(step, epoch, key_state) -> bool``.
 Check = Callable[[int, "int | None", "KeyState"], bool]
-
-
-class KeyState:
-    """What a run remembers of one key: its recorded history and its capture policy."""
-
-    __slots__ = (
-        "check",
-        "count",
-        "id",
-        "key",
-        "kind",
-        "last_epoch",
-        "last_step",
-        "policy",
-        "refs",
-        "rejected",
-        "triggers",
-    )
-
-    def __init__(self, key_id: int, key: str, kind: str) -> None:
-        self.id = key_id
-        self.key = key
-        self.kind = kind
-        self.last_step = -1
-        self.last_epoch: int | None = None
-        self.count = 0
-        self.rejected = 0
-        self.refs: dict[str, float] = {}
-        self.check: Check | None = None
-        self.policy: Policy | None = None
-        self.triggers: tuple[str, ...] = ()
+#: An armed trigger: ``fire(values, error) -> (key, reason)`` when it fires, else None;
+#: ``values`` maps keys to the values just logged, ``error`` is an exception ending training.
+Fire = Callable[[Mapping[str, Any], "BaseException | None"], "tuple[str | None, str] | None"]
 
 
 class Policy:
@@ -90,8 +72,20 @@ class Policy:
 
     @property
     def triggers(self) -> frozenset[str]:
-        """Keys whose values this policy reads (``on_change``)."""
+        """Keys whose values this policy reads (``on_change``, ``on_nan``)."""
         return frozenset()
+
+    def arm(self) -> Fire:
+        """Return a fresh trigger check for a flight recorder (see :data:`Fire`).
+
+        Raises:
+            InvalidArgumentError: The policy is no trigger (only ``on_nan``,
+                ``on_change``, ``on_exception`` and their combinations are).
+        """
+        raise InvalidArgumentError(
+            f"trigger={self!r}: a capture policy, not a trigger; expected on_nan(key), "
+            "on_change(key, rel=...), on_exception() or a combination of them"
+        )
 
     def __eq__(self, other: object) -> bool:
         return type(self) is type(other) and repr(self) == repr(other)
@@ -276,6 +270,28 @@ class on_change(Policy):  # noqa: N801
 
         return check
 
+    def arm(self) -> Fire:
+        """Fires when ``key`` moved by more than ``max(rel*|prev|, abs)`` since the value
+        offered before (the first value only sets the reference)."""
+        key, rel, tol = self.key, float(self.rel or 0.0), float(self.abs or 0.0)
+        seen: list[float] = []
+
+        def fire(
+            values: Mapping[str, Any], error: BaseException | None
+        ) -> tuple[str | None, str] | None:
+            if key not in values:
+                return None
+            value = _scalar(key, values[key])
+            if not seen:
+                seen.append(value)
+                return None
+            ref, seen[0] = seen[0], value
+            if not changed(ref, value, rel, tol):
+                return None
+            return key, f"{key} changed from {ref:.6g} to {value:.6g}"
+
+        return fire
+
     def __repr__(self) -> str:
         args = [repr(self.key)]
         if self.rel is not None:
@@ -283,6 +299,123 @@ class on_change(Policy):  # noqa: N801
         if self.abs is not None:
             args.append(f"abs={self.abs!r}")
         return f"on_change({', '.join(args)})"
+
+
+def _scalar(key: str, value: Any) -> float:
+    """A trigger's scalar as a float (a 0-d tensor or array is read, on the host)."""
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        raise InvalidValueError(
+            f"trigger key {key!r}: expected a scalar value, got {type(value).__name__} "
+            f"{getattr(value, 'shape', '')}"
+        ) from None
+
+
+def non_finite(value: Any) -> str | None:
+    """How ``value`` (a number, NumPy array or torch tensor) is not finite, or None if it is.
+
+    For an array or tensor this reads all of it (a device tensor waits for the device).
+    """
+    if hasattr(value, "isfinite") and hasattr(value, "detach"):  # torch
+        if not (value.is_floating_point() or value.is_complex()):
+            return None
+        finite = value.detach().isfinite()
+        if bool(finite.all()):
+            return None
+        bad = value.detach()[~finite]
+        nan = int(bad.isnan().sum())
+        return _describe(value.numel(), nan, int(bad.numel()) - nan)
+    array = np.asarray(value)
+    if array.dtype.kind not in "fc":
+        return None
+    finite = np.isfinite(array)
+    if finite.all():
+        return None
+    nan = int(np.isnan(array).sum())
+    return _describe(array.size, nan, int(array.size - finite.sum()) - nan)
+
+
+def _describe(size: int, nan: int, inf: int) -> str:
+    kinds = " and ".join(f"{n} {kind}" for n, kind in ((nan, "NaN"), (inf, "inf")) if n)
+    return f"is {'NaN' if nan else 'inf'}" if size == 1 else f"has {kinds} of {size} values"
+
+
+class on_nan(Policy):  # noqa: N801
+    """NaN or infinity in ``key``: a trigger, and a capture policy.
+
+    As a trigger (``Policy.arm``) it fires when a value of ``key``, a scalar or any
+    element of an array or tensor, is NaN or infinite after finite ones (or first): once
+    per blow-up, not at every step that stays non-finite. As a capture policy it records
+    the bound key while ``key``'s latest value is NaN or infinite (``key`` a scalar).
+    """
+
+    __slots__ = ("key",)
+    key: str
+
+    def __init__(self, key: str) -> None:
+        if not isinstance(key, str) or not key:
+            raise InvalidArgumentError(f"on_nan(key={key!r}): expected a non-empty key name")
+        object.__setattr__(self, "key", key)
+
+    @property
+    def triggers(self) -> frozenset[str]:
+        return frozenset((self.key,))
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        key = self.key
+
+        def check(step: int, epoch: int | None, ks: KeyState) -> bool:
+            value = latest.get(key)
+            return value is not None and not math.isfinite(value)
+
+        return check
+
+    def arm(self) -> Fire:
+        key = self.key
+        bad = [False]  # whether the last value seen was not finite
+
+        def fire(
+            values: Mapping[str, Any], error: BaseException | None
+        ) -> tuple[str | None, str] | None:
+            if key not in values:
+                return None
+            how = non_finite(values[key])
+            was, bad[0] = bad[0], how is not None
+            if how is None or was:
+                return None
+            return key, f"{key} {how}"
+
+        return fire
+
+    def __repr__(self) -> str:
+        return f"on_nan({self.key!r})"
+
+
+class on_exception(Policy):  # noqa: N801
+    """An exception ending the training: a trigger only.
+
+    It fires when the run sees an uncaught exception (its ``with`` block or the program
+    ends with one). As a capture policy it records nothing.
+    """
+
+    __slots__ = ()
+
+    def compile(self, latest: Mapping[str, float]) -> Check:
+        return lambda step, epoch, ks: False
+
+    def arm(self) -> Fire:
+        def fire(
+            values: Mapping[str, Any], error: BaseException | None
+        ) -> tuple[str | None, str] | None:
+            if error is None:
+                return None
+            return None, f"{type(error).__name__}: {error}"
+
+        return fire
+
+    def __repr__(self) -> str:
+        return "on_exception()"
 
 
 def changed(ref: float, value: float, rel: float, tol: float) -> bool:
@@ -367,6 +500,18 @@ class AnyOf(_Combined):
         a, b = self.a.compile(latest), self.b.compile(latest)
         return lambda step, epoch, ks: a(step, epoch, ks) or b(step, epoch, ks)
 
+    def arm(self) -> Fire:
+        """Fires when either trigger fires (both see every value)."""
+        a, b = self.a.arm(), self.b.arm()
+
+        def fire(
+            values: Mapping[str, Any], error: BaseException | None
+        ) -> tuple[str | None, str] | None:
+            first, second = a(values, error), b(values, error)
+            return first or second
+
+        return fire
+
 
 class AllOf(_Combined):
     """Records what both policies record (``a & b``)."""
@@ -377,3 +522,17 @@ class AllOf(_Combined):
     def compile(self, latest: Mapping[str, float]) -> Check:
         a, b = self.a.compile(latest), self.b.compile(latest)
         return lambda step, epoch, ks: a(step, epoch, ks) and b(step, epoch, ks)
+
+    def arm(self) -> Fire:
+        """Fires when both triggers fire on the same values."""
+        a, b = self.a.arm(), self.b.arm()
+
+        def fire(
+            values: Mapping[str, Any], error: BaseException | None
+        ) -> tuple[str | None, str] | None:
+            first, second = a(values, error), b(values, error)
+            if first is None or second is None:
+                return None
+            return first[0] or second[0], f"{first[1]} and {second[1]}"
+
+        return fire

@@ -59,8 +59,8 @@ from .backends.base import (
     series_label,
 )
 from .errors import StoreError
-from .journal import SUFFIX
 from .query.views import Store
+from .recording.journal import SUFFIX
 from .series.tail import Summary
 from .tensors.index import ChunkIndex, Segment
 from .tensors.location import ArrayLocation
@@ -112,7 +112,7 @@ def repair(store: Store) -> list[Problem]:
 def _repair_run(backend: Backend, run: RunRecord) -> list[Problem]:
     """Repair each series of ``run`` and its artifacts; a series whose index rows cannot be
     read (or written) is skipped."""
-    location = ArrayLocation(run.array_store or backend.default_array_store)
+    location = backend.array_location(run.array_store)
     repaired: list[Problem] = []
     for series in backend.series(run.id, None):
         repair_series = _REPAIRS.get(series.kind)
@@ -144,8 +144,13 @@ def _maybe_recording(backend: Backend, run: RunRecord) -> bool:
     return (
         run.status == "running"
         or any(r.status == "running" for r in backend.ranks(run.id))
-        or (journals / f"{run.id}{SUFFIX}").exists()
-        or any(journals.glob(f"{run.id}.*{SUFFIX}"))
+        or (
+            journals is not None
+            and (
+                (journals / f"{run.id}{SUFFIX}").exists()
+                or any(journals.glob(f"{run.id}.*{SUFFIX}"))
+            )
+        )
     )
 
 

@@ -49,6 +49,7 @@ from .backends.base import (
     ArrayBatch,
     ArtifactRow,
     Backend,
+    EventRow,
     ImageRow,
     Problem,
     RecordRow,
@@ -140,6 +141,13 @@ def run_record(run_id: str, **fields: Any) -> RunRecord:
     return RunRecord(id=run_id, **{**defaults, **fields})
 
 
+def needs_processes(store_uri: str) -> None:
+    """Skip a test that reaches the store from other processes when the store lives in
+    this one (``memory://``)."""
+    if store_uri.startswith("memory://"):
+        pytest.skip("a memory:// store lives in one process")
+
+
 def python(code: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
     """Start ``code`` in a fresh interpreter that imports this stepstore."""
     source = str(Path(ss.__file__).parents[1])
@@ -199,6 +207,12 @@ class BackendConformance:
         with pytest.raises(InvalidArgumentError, match="run name 'same' is ambiguous"):
             backend.get_run("same")
         assert backend.get_run("x2").id == "x2"
+
+    def test_an_ambiguous_name_lists_its_ids_by_creation_time(self, backend: Backend) -> None:
+        for run_id, created in (("n3", 3.0), ("n1", 1.0), ("n2", 2.0)):
+            backend.create_run(run_record(run_id, name="twin", created=created))
+        with pytest.raises(InvalidArgumentError, match=r"use one of the ids n1, n2, n3$"):
+            backend.get_run("twin")
 
     def test_update_run(self, backend: Backend) -> None:
         backend.create_run(run_record("u1", status="running"))
@@ -342,6 +356,20 @@ class BackendConformance:
         assert backend.get_run("d").status == "crashed"
         assert backend.get_run("c").status == "running"
 
+    def test_update_params_replaces_what_filters_read(self, backend: Backend) -> None:
+        backend.create_run(run_record("p1", params={"lr": 0.1, "opt": {"name": "sgd"}}))
+        backend.create_run(run_record("p2", params={"lr": 0.1}))
+        params = {"lr": 0.01, "opt": {"name": "adam", "beta": 0.9}}
+        backend.update_params("p1", params)
+        backend.update_params("p1", params)  # unchanged: still found
+        assert backend.get_run("p1").params == params
+        assert [r.id for r in backend.find_runs("params.lr < 0.05")] == ["p1"]
+        assert [r.id for r in backend.find_runs("params.opt.name = 'adam'")] == ["p1"]
+        assert [r.id for r in backend.find_runs("params.opt.name = 'sgd'")] == []
+        assert backend.get_run("p2").params == {"lr": 0.1}
+        with pytest.raises(NotFoundError, match="no run with id 'nope'"):
+            backend.update_params("nope", {})
+
     # -- series and chunks -----------------------------------------------------------------
 
     def test_ensure_series_and_kind_mismatch(self, backend: Backend) -> None:
@@ -369,6 +397,7 @@ class BackendConformance:
         backend.commit("c1", [(sid, make_chunk(0, first, sealed=False))], [(sid, summary)], {})
         row = backend.open_chunk(sid)
         assert row is not None and (row.seq, row.sealed, row.count) == (0, False, 10)
+        assert type(row.sealed) is bool
         assert bits(decode(row.data or b"").value) == bits(first.value)
         assert backend.next_chunk_seq(sid) == 1
         sealed = make_chunk(0, columns(range(16)), sealed=True)
@@ -586,6 +615,24 @@ class BackendConformance:
         assert (summaries["samples"].count, summaries["samples"].last_step) == (2, 1)
         assert summaries["notes"].last is None  # only scalar series read NULL as NaN
 
+    # -- events -----------------------------------------------------------------------------
+
+    def test_events_round_trip_in_time_order(self, backend: Backend) -> None:
+        backend.create_run(run_record("e1"))
+        backend.create_run(run_record("e2"))
+        assert backend.events("e1") == []
+        later = EventRow("e1", 0, 2**62, 1_700_000_002.5, "on_nan", "loss", "loss is NaN")
+        first = EventRow(
+            "e1", 3, 7, 1_700_000_001.25, "dump_flight", None, "asked: \u00e9 \U0001f600"
+        )
+        same_time = EventRow("e1", 1, 7, 1_700_000_001.25, "on_change", "a/b" * 300, "")
+        other = EventRow("e2", 0, 1, 1.0, "on_exception", None, "ValueError('x')")
+        for event in (later, first, same_time, other):
+            backend.add_event(event)
+        assert backend.events("e1") == [same_time, first, later]
+        assert backend.events("e2") == [other]
+        assert backend.events("nope") == []
+
     # -- integrity and schema ---------------------------------------------------------------
 
     def test_check_reports_a_corrupted_chunk(self, backend: Backend, store_sql: StoreSQL) -> None:
@@ -607,6 +654,13 @@ class BackendConformance:
         )
         assert backend.check() == [Problem("run k1 key 'a' chunk 1", "checksum mismatch")]
 
+    def test_check_compares_the_schema_version(self, backend: Backend, store_sql: StoreSQL) -> None:
+        version = backend.schema_version
+        store_sql("UPDATE meta SET value = ? WHERE \"key\" = 'schema_version'", (str(version - 1),))
+        assert backend.check() == [
+            Problem(backend.uri, f"schema version {version - 1}, expected {version}")
+        ]
+
     def test_newer_schema_is_refused(
         self, backend: Backend, store_uri: str, store_sql: StoreSQL
     ) -> None:
@@ -621,6 +675,7 @@ class BackendConformance:
             ss.init("p", store=store_uri)
 
     def test_processes_opening_a_new_store_at_once_migrate_it_once(self, store_uri: str) -> None:
+        needs_processes(store_uri)
         code = """
             import sys, time
             from stepstore.backends import open_backend
@@ -717,6 +772,7 @@ class BackendConformance:
         assert view.status == "finished"
 
     def test_killed_writer_is_recovered_from_its_journal(self, store_uri: str) -> None:
+        needs_processes(store_uri)
         ss.init("crash", store=store_uri).finish()  # create the store first
         proc = python(_WRITER, store_uri, stdout=subprocess.PIPE)
         assert proc.stdout is not None
@@ -740,9 +796,11 @@ class BackendConformance:
             assert a["epoch"].tolist() == [i // 100 for i in range(n)]
             assert len(view.scalars("b")) in (n - 1, n)
             assert store.check() == []
-            assert not list(store.backend.journal_dir.glob("*.journal"))
+            journals = store.backend.journal_dir
+            assert journals is not None and not list(journals.glob("*.journal"))
 
     def test_concurrent_writer_processes(self, store_uri: str) -> None:
+        needs_processes(store_uri)
         points, writers = 20_000, 8
         procs = [
             python(_CONCURRENT, store_uri, str(k), str(points), stderr=subprocess.PIPE)

@@ -6,12 +6,14 @@ lookup. Framework types are recognised by their module name; no framework is imp
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from .errors import InvalidValueError, KindMismatchError
+from .errors import InvalidArgumentError, InvalidValueError, KindMismatchError
 
 #: Returned by a converter for a 0-d tensor on an accelerator: resolved by the writer.
 DEFER = object()
@@ -145,31 +147,74 @@ def to_scalar(key: str, value: Any) -> Any:
     return converter(key, value)
 
 
-#: How deep records may nest; deeper (or self-containing) records are refused.
+#: How deep records and params may nest; deeper (or self-containing) values are refused.
 MAX_RECORD_DEPTH = 100
 
 
-def plain_record(key: str, record: Mapping[str, Any]) -> dict[str, Any]:
-    """``record`` as plain JSON data: dicts with string keys, lists, str, int, float, bool, None.
+def json_value(value: Any, root: str, refuse: Callable[[str], Exception]) -> Any:
+    """``value`` as plain JSON data: dicts with string keys, lists, str, int, float, bool,
+    None. The one conversion records, params and command-line output go through.
 
-    Tuples and sets become lists, NumPy/torch values their ``tolist()``. Raises
-    ``InvalidValueError`` naming the place (``record['a'][2]``) of a non-string field name,
-    a value JSON cannot hold, text with a lone surrogate (not Unicode, so no store keeps it)
-    or nesting deeper than :data:`MAX_RECORD_DEPTH`. A top-level
-    field ``step`` is refused too: ``RunView.records()`` puts the step in that column.
+    Tuples and sets become lists, NumPy/torch values their ``tolist()``, int and float
+    subclasses (``IntEnum``) plain numbers; NaN and infinities are kept. Anything else
+    (a field name that is not a string, text with a lone surrogate, which no store can
+    keep, an object JSON cannot hold, nesting deeper than :data:`MAX_RECORD_DEPTH`) is
+    refused with ``refuse(message)`` raised, the message naming the place
+    (``root['a'][2]``) and what was found.
+    """
+    return _plain_value(value, root, 0, refuse)
+
+
+def plain_record(key: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` as plain JSON data (:func:`json_value`); ``InvalidValueError`` names the
+    key and the place of what cannot be stored. A top-level field ``step`` is refused too:
+    ``RunView.records()`` puts the step in that column.
     """
     if "step" in record:
         raise InvalidValueError(
             f"key {key!r}: record field 'step' clashes with the step column of "
             "RunView.records(); rename the field (the step is recorded anyway)"
         )
-    return _plain_value(key, record, "record", 0)  # type: ignore[no-any-return]
+
+    def refuse(message: str) -> InvalidValueError:
+        return InvalidValueError(f"key {key!r}: record is not JSON-serialisable: {message}")
+
+    return json_value(record, "record", refuse)  # type: ignore[no-any-return]
 
 
-def _plain_value(key: str, value: Any, where: str, depth: int) -> Any:
+def record_json(key: str, record: Mapping[str, Any]) -> str:
+    """A record as JSON text (see :func:`plain_record`)."""
+    return json.dumps(plain_record(key, record), allow_nan=True)
+
+
+def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters as plain JSON data (:func:`json_value`); ``InvalidArgumentError``
+    names the place of what cannot be stored."""
+
+    def refuse(message: str) -> InvalidArgumentError:
+        return InvalidArgumentError(f"params: not JSON-serialisable: {message}")
+
+    return json_value(dict(params), "params", refuse)  # type: ignore[no-any-return]
+
+
+def text_nonfinite(value: Any) -> Any:
+    """Plain JSON data with NaN and infinities as the strings ``nan``, ``inf``, ``-inf``,
+    for output that must be strict JSON (the command line's ``--json``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {str(k): text_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [text_nonfinite(v) for v in value]
+    return value
+
+
+def _plain_value(value: Any, where: str, depth: int, refuse: Callable[[str], Exception]) -> Any:
     if isinstance(value, str):
         if not value.isascii() and not _is_unicode(value):
-            raise _not_unicode(key, f"{where} holds text {value!r:.60}")
+            raise refuse(
+                f"{where} holds text {value!r:.60} that is not valid Unicode text; {_UTF8}"
+            )
         return value
     if value is None or isinstance(value, bool):
         return value
@@ -178,33 +223,37 @@ def _plain_value(key: str, value: Any, where: str, depth: int) -> Any:
     if isinstance(value, float):
         return float(value)
     if depth >= MAX_RECORD_DEPTH:
-        raise InvalidValueError(
-            f"key {key!r}: record is not JSON-serialisable: {where} nests deeper than "
-            f"{MAX_RECORD_DEPTH} levels (or contains itself)"
-        )
+        raise refuse(f"{where} nests deeper than {MAX_RECORD_DEPTH} levels (or contains itself)")
     if isinstance(value, Mapping):
         plain = {}
         for name, item in value.items():
             if isinstance(name, str) and not name.isascii() and not _is_unicode(name):
-                raise _not_unicode(key, f"{where} has field name {name!r:.60}")
-            if not isinstance(name, str):
-                raise InvalidValueError(
-                    f"key {key!r}: record is not JSON-serialisable: {where} has field name "
-                    f"{name!r} of type {type(name).__name__}; expected string field names"
+                raise refuse(
+                    f"{where} has field name {name!r:.60} that is not valid Unicode text; {_UTF8}"
                 )
-            plain[name] = _plain_value(key, item, f"{where}[{name!r}]", depth + 1)
+            if not isinstance(name, str):
+                raise refuse(
+                    f"{where} has field name {name!r} of type {type(name).__name__}; "
+                    "expected string field names"
+                )
+            plain[name] = _plain_value(item, f"{where}[{name!r}]", depth + 1, refuse)
         return plain
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain_value(key, item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+        return [
+            _plain_value(item, f"{where}[{i}]", depth + 1, refuse) for i, item in enumerate(value)
+        ]
     if callable(getattr(value, "tolist", None)):  # NumPy arrays and scalars, torch tensors
         try:
             converted = value.tolist()
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise _not_json(key, value, where, str(exc)) from None
+            raise refuse(_not_json(value, where, str(exc))) from None
         if converted is value:
-            raise _not_json(key, value, where)
-        return _plain_value(key, converted, where, depth + 1)
-    raise _not_json(key, value, where)
+            raise refuse(_not_json(value, where))
+        return _plain_value(converted, where, depth + 1, refuse)
+    raise refuse(_not_json(value, where))
+
+
+_UTF8 = "expected strings that encode as UTF-8"
 
 
 def require_unicode(text: str, what: str, expected: str) -> None:
@@ -230,19 +279,11 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
-def _not_unicode(key: str, what: str) -> InvalidValueError:
-    return InvalidValueError(
-        f"key {key!r}: record is not JSON-serialisable: {what} that is not valid Unicode "
-        "text; expected strings that encode as UTF-8"
-    )
-
-
-def _not_json(key: str, value: Any, where: str, why: str = "") -> InvalidValueError:
+def _not_json(value: Any, where: str, why: str = "") -> str:
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     reason = f" ({why})" if why else ""
-    return InvalidValueError(
-        f"key {key!r}: record is not JSON-serialisable: {where} is {shown} of type "
-        f"{type(value).__name__}{reason}; expected a dict of strings, numbers, booleans, "
-        "None, lists and dicts"
+    return (
+        f"{where} is {shown} of type {type(value).__name__}{reason}; expected a dict of "
+        "strings, numbers, booleans, None, lists and dicts"
     )

@@ -264,6 +264,7 @@ def _trial(reference: Reference, work: Path, seed: int) -> dict[str, Any]:
     return outcome
 
 
+@pytest.mark.slow
 def test_byte_flips_in_the_sqlite_file(reference: Reference, tmp_path: Path) -> None:
     outcomes = [_trial(reference, tmp_path, seed) for seed in range(TRIALS)]
     opened = [o for o in outcomes if o["opened"]]

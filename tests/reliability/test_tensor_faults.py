@@ -23,9 +23,11 @@ import numpy as np
 import pytest
 
 import stepstore as ss
-from stepstore.journal import Journal
-from stepstore.tensors import sink
-from stepstore.writer import Cursor, Writer
+from stepstore.recording.journal import Journal
+from stepstore.recording.messages import DeviceValue
+from stepstore.recording.writer import Cursor
+from stepstore.recording.writer import ScalarWriter as Writer
+from stepstore.tensors import series_writer as sink
 
 from ..conftest import run_python
 from .test_full_disk import small_disk
@@ -342,8 +344,8 @@ def _writer(tmp_path: Path, sink_: _Sink) -> Writer:
     return writer
 
 
-def _items(first: int, count: int) -> list[tuple[int, int, int, int, float, Any]]:
-    return [(1, 0, step, 0, 0.0, float(step)) for step in range(first, first + count)]
+def _items(first: int, count: int) -> list[DeviceValue]:
+    return [DeviceValue(1, 0, step, 0, 0.0, float(step)) for step in range(first, first + count)]
 
 
 def test_device_values_wait_for_room(tmp_path: Path) -> None:

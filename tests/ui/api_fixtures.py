@@ -8,7 +8,9 @@ API's answers with it.
   (300x270 float32, reduced for a heatmap), ``act/conv`` (2x3x4x5) and ``bias`` (1-D, NaN);
   images ``samples`` (two at step 5, captions with ``</script>``); records ``eval``;
 - ``beta`` (project ``p2``): still running while the module runs (live);
-- ``big``: ``loss`` of :data:`BIG` points, one spike of 1e6 at :data:`SPIKE`, 100 epochs.
+- ``big``: ``loss`` of :data:`BIG` points, one spike of 1e6 at :data:`SPIKE`, 100 epochs;
+- ``blowup`` (project ``p3``): ``loss`` over 20 steps, NaN at :data:`BLOWUP`, which fires its
+  flight recorder's ``on_nan('loss')``, then a ``dump_flight`` at the last step (two events).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from ..backend_fixtures import SERVERS, fresh_store
 #: Points of the big series and the step of its one spike.
 BIG = 1_000_000
 SPIKE = 654_321
+#: The step at which the ``blowup`` run's loss turns NaN.
+BLOWUP = 12
 #: Keys that need encoding in a query string.
 ODD_KEYS = ("a b/ü/..", "x[1]*?", "k&=%+#~")
 CAPTION = "</script><script>alert(1)</script> & <!-- ü"
@@ -98,11 +102,23 @@ def record_big(demo: Demo) -> None:
             log({"loss": value}, epoch=step // (BIG // 100))
 
 
+def record_blowup(demo: Demo) -> None:
+    """The run whose flight recorder fired, then was dumped by hand."""
+    with ss.init("p3", name="blowup", store=demo.uri, **FAST) as run:
+        demo.ids["blowup"] = run.id
+        run.flight("acts/*", steps=3, trigger=ss.on_nan("loss"))
+        for step in range(20):
+            loss = float("nan") if step == BLOWUP else 1.0 / (step + 1)
+            run.log({"loss": loss, "acts/h": np.full(4, step, np.float32)}, step=step)
+        run.dump_flight("checked by hand")
+
+
 def record(uri: str) -> Demo:
     """Record the demo store at ``uri``; ``beta`` stays running (``Demo.live``)."""
     demo = Demo(uri)
     record_alpha(demo)
     record_big(demo)
+    record_blowup(demo)
     beta = ss.init("p2", name="beta", store=uri, params={"lr": 0.1}, **FAST)
     beta.log({"loss": 1.0}, step=0)
     beta.flush()

@@ -28,7 +28,7 @@ from stepstore.ui import create_app
 from stepstore.ui.jsonenc import dumps
 from stepstore.ui.security import COOKIE
 
-from .api_fixtures import BIG, CAPTION, ODD_KEYS, SPIKE, Demo, client, demo
+from .api_fixtures import BIG, BLOWUP, CAPTION, ODD_KEYS, SPIKE, Demo, client, demo
 
 __all__ = ["demo"]
 
@@ -136,6 +136,42 @@ def test_one_run_keys_and_meta(demo: Demo) -> None:
     assert set(by_id["meta"]) == {"host", "pid", "git_commit"}
     assert by_id["meta"]["pid"] > 0
     assert missing.status_code == 404 and "'nosuchrun'" in missing.json()["error"]
+
+
+def test_one_run_lists_its_events_exactly(demo: Demo) -> None:
+    with client(demo.uri) as c:
+        blowup = c.get(f"/api/runs/{demo.ids['blowup']}").json()
+        alpha = c.get(f"/api/runs/{demo.ids['alpha']}").json()
+        listed = c.get("/api/runs", params={"project": "p3"}).json()["runs"]
+        doc = c.get("/api/openapi.json").json()
+    with ss.open(demo.uri) as store:
+        view = store.run(demo.ids["blowup"])
+        times = [event.time for event in view.events()]
+        created, ended = view.created, view.ended
+    assert blowup["events"] == [
+        {
+            "step": BLOWUP,
+            "time": times[0],
+            "trigger": "on_nan('loss')",
+            "key": "loss",
+            "reason": f"loss is NaN at step {BLOWUP}",
+            "rank": 0,
+        },
+        {
+            "step": 19,
+            "time": times[1],
+            "trigger": "dump_flight",
+            "key": None,
+            "reason": "checked by hand",
+            "rank": 0,
+        },
+    ]
+    assert ended is not None and created <= times[0] <= times[1] <= ended
+    assert alpha["events"] == []
+    # the list stays light: events come with one run only
+    assert [run["name"] for run in listed] == ["blowup"] and "events" not in listed[0]
+    event = doc["components"]["schemas"]["RunDetail"]["properties"]["events"]["items"]
+    assert set(event["properties"]) == set(blowup["events"][0])
 
 
 # -- scalars -----------------------------------------------------------------------------

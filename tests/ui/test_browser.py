@@ -34,6 +34,18 @@ INK = """([selector, rgb]) => {
   return n;
 }"""
 FIRST_RUN_COLOUR = [0x4E, 0x79, 0xA7]
+EVENT_COLOUR = [0xCF, 0x22, 0x2E]
+# Counts the pixels near (r, g, b) in canvas columns [left, left + width).
+COLUMN_INK = """([selector, rgb, left, width]) => {
+  const canvas = document.querySelector(selector);
+  const { data } = canvas.getContext("2d").getImageData(left, 0, width, canvas.height);
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] >= 128 && Math.abs(data[i] - rgb[0]) + Math.abs(data[i + 1] - rgb[1]) +
+        Math.abs(data[i + 2] - rgb[2]) < 60) n += 1;
+  }
+  return n;
+}"""
 
 
 def ink(page: Page, selector: str, rgb: list[int] | None = None) -> int:
@@ -248,6 +260,51 @@ def test_nan_breaks_the_line_and_infinities_are_counted(page: Page, serve: Serve
     expect(note).to_have_text("2 infinite values shown as gaps · 1 NaN (line breaks)")
 
 
+def test_a_flight_recorder_event_is_marked_on_every_chart(
+    page: Page, serve: Serve, store_path: Path
+):
+    with ss.init("flights", name="blew-up", store=store_path, **FAST) as run:
+        run.flight("acts/*", steps=3, trigger=ss.on_nan("loss"))
+        for step in range(100):
+            loss = float("nan") if step == 60 else 1.0 / (step + 1)
+            run.log({"loss": loss, "acc": step / 100, "acts/h": np.full(4, step, np.float32)})
+        run_id = run.id
+    open_run(page, serve(store_path), run_id)
+    text = "step 60 · on_nan('loss') · loss is NaN at step 60"
+    expect(page.get_by_test_id("event")).to_have_text([f"{text} (key loss)"])
+    for key in ("loss", "acc"):
+        info = wait_chart(page, key, points=100)
+        (drawn,) = info["events"]
+        assert (drawn["run"], drawn["step"], drawn["trigger"]) == ("blew-up", 60, "on_nan('loss')")
+        plot = info["plot"]
+        assert abs((drawn["px"] - plot["left"]) / plot["width"] - 60 / 99) < 0.01
+        canvas = f"[data-testid=chart][data-key='{key}'] canvas"
+        line = page.evaluate(COLUMN_INK, [canvas, EVENT_COLOUR, drawn["px"] - 1, 3])
+        assert line > 60  # the dashed line down the plot, at the event's step
+        assert ink(page, canvas, EVENT_COLOUR) < line + 20  # and nowhere else
+    flag = page.locator("[data-testid=chart][data-key='loss'] [data-testid=event-flag]")
+    assert flag.get_attribute("data-label") == text
+    flag.hover()
+    shown = flag.evaluate("f => getComputedStyle(f, '::after').content")
+    assert shown == f'"{text}"'
+
+    # Zoomed away from step 60: no line, no flag.
+    drawn = chart(page, "loss")["loads"]
+    drag(page, "loss", 0.05, 0.3)
+    page.wait_for_function(f"() => window.__stepstore.chart('loss').loads > {drawn}")
+    assert chart(page, "loss")["events"] == []
+    assert flag.count() == 0
+    assert ink(page, "[data-testid=chart][data-key='loss'] canvas", EVENT_COLOUR) == 0
+
+    # On wall time the line is at the event's time (the x axis change shows everything again).
+    page.get_by_test_id("x-axis").select_option("time")
+    page.wait_for_function("() => window.__stepstore.chart('loss').events.length == 1")
+    info = chart(page, "loss")
+    (event,) = [e for e in ss.open(store_path).run(run_id).events() if e.step == 60]
+    at = (info["events"][0]["px"] - info["plot"]["left"]) / info["plot"]["width"]
+    assert abs(at - (event.time - info["xMin"]) / (info["xMax"] - info["xMin"])) < 0.01
+
+
 def test_a_one_point_spike_among_a_million_is_drawn(page: Page, serve: Serve, store_path: Path):
     spike = 765_432
     with ss.init("big", name="million", store=store_path, **FAST) as run:
@@ -360,6 +417,29 @@ def test_a_live_runs_chart_grows_without_reload(
     page.wait_for_function(
         f"() => window.__stepstore.chart('loss').points >= {first + 20}", timeout=20_000
     )
+
+
+def test_an_event_of_a_live_run_appears_without_reload(page: Page, serve: Serve, store_path: Path):
+    run = ss.init("flights", name="training", store=store_path, **FAST)
+    try:
+        run.flight("acts/*", steps=2, trigger=ss.on_nan("loss"))
+        for step in range(20):
+            run.log({"loss": 1.0 / (step + 1), "acts/h": np.zeros(2)})
+        run.flush()
+        open_run(page, serve(store_path), run.id)
+        wait_chart(page, "loss", points=20)
+        assert chart(page, "loss")["events"] == []
+        assert page.get_by_test_id("event").count() == 0
+        for step in range(20, 25):
+            run.log({"loss": float("nan") if step == 22 else 0.1, "acts/h": np.zeros(2)})
+        run.flush()
+        expect(page.get_by_test_id("event")).to_have_text(
+            ["step 22 · on_nan('loss') · loss is NaN at step 22 (key loss)"], timeout=20_000
+        )
+        page.wait_for_function("() => window.__stepstore.chart('loss').events.length == 1")
+        assert chart(page, "loss")["events"][0]["step"] == 22
+    finally:
+        run.finish()
 
 
 def test_the_static_report_draws_offline(page: Page, store_path: Path, tmp_path: Path):

@@ -26,6 +26,7 @@ from ..series.chunk import NO_EPOCH, STATS_DTYPE, Columns, EncodedChunk
 from ..series.tail import Summary
 from ..tensors.dtypes import DTYPES
 from ..tensors.index import ChunkIndex, Segment
+from ..tensors.location import ArrayLocation
 
 #: Columns of the runs table, in the order every backend selects them.
 RUN_COLUMNS = (
@@ -156,6 +157,20 @@ class ImageRow:
 
 
 @dataclass(frozen=True)
+class EventRow:
+    """Something that happened to a run at a step: a trigger that fired (a flight
+    recorder's ``on_nan``, say), the key it watched and why."""
+
+    run_id: str
+    rank: int
+    step: int
+    time: float
+    trigger: str
+    key: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class ArtifactRow:
     """One stored file of a run, with its size and SHA-256."""
 
@@ -228,32 +243,26 @@ class Problem:
     what: str
 
 
-def schema_version_of(row: Sequence[Any] | None, where: str) -> int:
-    """The schema version a ``meta`` row holds (0 without one); ``StoreError`` naming
-    ``where`` when it is not a number."""
-    if not row:
-        return 0
-    try:
-        return int(row[0])
-    except (TypeError, ValueError):
-        raise StoreError(
-            f"{where}: the schema version {row[0]!r:.40} is not a number; the database is damaged"
-        ) from None
+def dotted_params(params: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested params as ``(dotted.path, value)`` pairs, as the filter language names them
+    (``{"model": {"width": 64}}`` gives ``("model.width", 64)``); an empty dict is a value."""
+    for key, value in params.items():
+        if isinstance(value, dict) and value:
+            yield from dotted_params(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
-def flatten_params(
-    params: dict[str, Any], prefix: str = ""
-) -> Iterator[tuple[str, float | None, str | None]]:
-    """Flatten nested params to ``(path, number, string)`` rows for the filter language.
+def flatten_params(params: dict[str, Any]) -> Iterator[tuple[str, float | None, str | None]]:
+    """Nested params as ``(path, number, string)`` rows for the filter language.
 
     Numbers and booleans go to ``number`` (true = 1), strings to ``string``, lists to
-    ``string`` as JSON text; ``None`` gives a row with neither.
+    ``string`` as JSON text; ``None`` gives a row with neither, an empty dict no row.
     """
-    for key, value in params.items():
-        path = f"{prefix}{key}"
+    for path, value in dotted_params(params):
         if isinstance(value, dict):
-            yield from flatten_params(value, f"{path}.")
-        elif isinstance(value, bool):
+            continue
+        if isinstance(value, bool):
             yield path, float(value), None
         elif isinstance(value, (int, float)):
             number = float(value)
@@ -364,6 +373,7 @@ ROW_TYPES: dict[type, str] = {
     ImageRow: "series_id:int step:int position:int epoch:int? time:int caption:text? "
     "path:text size:int checksum:int",
     ArtifactRow: "run_id:text name:text path:text size:int sha256:text created:float",
+    EventRow: "run_id:text rank:int step:int time:float trigger:text key:text? reason:text",
 }
 #: Columns of a series row: id, key, kind, the summary and the rank.
 SERIES_TYPES = (
@@ -516,40 +526,23 @@ def series_label(run_id: str, key: str, rank: int = 0) -> str:
     return f"run {run_id} key {key!r}" + (f" rank {rank}" if rank else "")
 
 
-def run_row(rank: int) -> tuple[str, str, frozenset[str]]:
-    """Where a commit of ``rank`` puts its run fields: ``WHERE`` clause (``%s`` for the run
-    id, then the rank), table and the fields it may set."""
-    if rank == 0:
-        return "id = %s", "runs", UPDATABLE
-    return 'run_id = %s AND "rank" = %s', "run_ranks", RANK_UPDATABLE
-
-
-def chunk_selection(
-    series_id: int,
-    steps: tuple[int, int] | None,
-    epochs: tuple[int, int] | None,
-    param: str,
-) -> tuple[str, list[int]]:
-    """``WHERE`` clause (ordered by seq) and arguments choosing a series' chunks that overlap
-    inclusive step and epoch ranges; ``param`` is the driver's placeholder."""
-    clause, args = f"WHERE series_id = {param}", [series_id]
-    if steps is not None:
-        clause += f" AND last_step >= {param} AND first_step <= {param}"
-        args += [steps[0], steps[1]]
-    if epochs is not None:
-        clause += f" AND max_epoch >= {param} AND min_epoch <= {param}"
-        args += [epochs[0], epochs[1]]
-    return clause + " ORDER BY seq", args
-
-
 class Backend(ABC):
     """One metadata store (a URI scheme). Methods are safe to call from several threads."""
 
     #: URI schemes this backend serves, e.g. ``("file", "")`` for the embedded store.
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: Whether the store outlives the process (all but one in memory).
+    persistent: ClassVar[bool] = True
     uri: str
     #: Seconds without a heartbeat after which a ``running`` run reads as ``crashed``.
     stale_after: float = 60.0
+
+    @classmethod
+    def from_uri(
+        cls, uri: str, rest: str, *, create: bool, stale_after: float, fsync: bool
+    ) -> Backend:
+        """Open the store ``uri`` names (``rest``: the URI after its ``scheme://``)."""
+        return cls(uri, create=create, stale_after=stale_after, fsync=fsync)  # type: ignore[call-arg]
 
     def _record(self, row: Sequence[Any]) -> RunRecord:
         """A run row (columns as :data:`RUN_COLUMNS`) as a record, stale status applied.
@@ -574,14 +567,6 @@ class Backend(ABC):
             record.status = "crashed"
         return record
 
-    def _status_sql(self) -> str:
-        """SQL for a run's status as readers see it (a stale ``running`` is ``crashed``)."""
-        cutoff = float(time.time() - self.stale_after)
-        return (
-            "(CASE WHEN r.status = 'running' AND COALESCE(r.heartbeat, r.created) < "
-            f"{cutoff!r} THEN 'crashed' ELSE r.status END)"
-        )
-
     @property
     @abstractmethod
     def schema_version(self) -> int:
@@ -589,13 +574,19 @@ class Backend(ABC):
 
     @property
     @abstractmethod
-    def journal_dir(self) -> Path:
-        """Local directory where this process keeps run journals for this store."""
+    def journal_dir(self) -> Path | None:
+        """Local directory where this process keeps run journals for this store; ``None``
+        for a store that keeps none (one in memory)."""
 
     @property
     @abstractmethod
     def default_array_store(self) -> str:
         """Where runs keep tensors, images and artifacts unless given ``array_store=``."""
+
+    def array_location(self, array_store: str | None) -> ArrayLocation:
+        """Where a run whose record names ``array_store`` keeps its tensors, images and
+        artifacts: there, or this store's default."""
+        return ArrayLocation(array_store or self.default_array_store)
 
     @abstractmethod
     def create_run(self, run: RunRecord) -> None:
@@ -612,6 +603,14 @@ class Backend(ABC):
     @abstractmethod
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set fields of a run row (status, ended, heartbeat, capture, writer, journal_seq)."""
+
+    @abstractmethod
+    def update_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Replace a run's params (and the flattened rows filters read) in one transaction.
+
+        Raises:
+            NotFoundError: No run has this id.
+        """
 
     @abstractmethod
     def join_rank(self, run_id: str, rank: int, host: str, pid: int) -> RankRecord:
@@ -688,6 +687,14 @@ class Backend(ABC):
     @abstractmethod
     def artifacts(self, run_id: str) -> list[ArtifactRow]:
         """Artifacts of a run by name."""
+
+    @abstractmethod
+    def add_event(self, event: EventRow) -> None:
+        """Store an event of a run."""
+
+    @abstractmethod
+    def events(self, run_id: str) -> list[EventRow]:
+        """The events of a run, by time (then step and rank)."""
 
     @abstractmethod
     def apply_repairs(self, batch: RepairBatch) -> None:

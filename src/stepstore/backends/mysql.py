@@ -3,7 +3,7 @@
 ``mariadb://`` is the same. Needs PyMySQL (``pip install 'stepstore[mysql]'``): a pure
 Python driver, so it installs everywhere without a C client library; a flush sends a few
 large statements, so the driver's speed matters little. The tables, columns and their
-meaning are those of the embedded SQLite store (see ``sqlite.py`` and ``sql.py``) in
+meaning are those of the embedded SQLite store (see ``schema.py``; statements in ``engine.py``) in
 MySQL types: ``BIGINT`` steps, epochs and counts, ``DOUBLE`` values, ``LONGBLOB`` blobs,
 JSON as ``LONGTEXT`` (kept byte for byte), InnoDB tables.
 
@@ -50,176 +50,17 @@ import math
 import re
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import InvalidArgumentError, StoreError
 from ..series.tail import Summary
-from .sql import CONNECT_TIMEOUT, SQLBackend, import_driver
+from .dialect import Dialect
+from .schema import MIGRATIONS
+from .server import CONNECT_TIMEOUT, ServerBackend, import_driver
 
 #: A migration's ``ALTER TABLE ... ADD COLUMN``: the table and the column it adds.
 _ADD_COLUMN = re.compile(r'ALTER TABLE (\w+) ADD COLUMN "(\w+)"')
-_TABLE = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}"
-
-#: Ordered, append-only migrations; entry ``i`` brings the schema to version ``i + 1``.
-#: ``{collation}`` is filled in with the server's binary no-pad collation.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE IF NOT EXISTS meta (
-            "key" VARCHAR(64) NOT NULL PRIMARY KEY,
-            value TEXT NOT NULL)"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS runs (
-            id VARCHAR(128) NOT NULL PRIMARY KEY,
-            project VARCHAR(512) NOT NULL,
-            name VARCHAR(512) NOT NULL,
-            status VARCHAR(32) NOT NULL,
-            created DOUBLE NOT NULL,
-            ended DOUBLE,
-            heartbeat DOUBLE,
-            host TEXT NOT NULL,
-            pid BIGINT NOT NULL,
-            git_commit TEXT,
-            params LONGTEXT NOT NULL,
-            tags LONGTEXT NOT NULL,
-            env LONGTEXT NOT NULL,
-            capture LONGTEXT NOT NULL,
-            writer LONGTEXT NOT NULL,
-            journal_seq BIGINT NOT NULL DEFAULT 0,
-            array_store TEXT,
-            INDEX runs_project (project, created),
-            INDEX runs_name (name))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS run_params (
-            run_id VARCHAR(128) NOT NULL,
-            path VARCHAR(512) NOT NULL,
-            num DOUBLE,
-            str LONGTEXT,
-            PRIMARY KEY (run_id, path),
-            INDEX run_params_num (path, num),
-            FOREIGN KEY (run_id) REFERENCES runs (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS run_tags (
-            run_id VARCHAR(128) NOT NULL,
-            tag VARCHAR(512) NOT NULL,
-            PRIMARY KEY (run_id, tag),
-            INDEX run_tags_tag (tag),
-            FOREIGN KEY (run_id) REFERENCES runs (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS series (
-            id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-            run_id VARCHAR(128) NOT NULL,
-            "key" VARCHAR(1024) NOT NULL,
-            key_hash BINARY(32) AS (UNHEX(SHA2("key", 256))) STORED,
-            kind VARCHAR(16) NOT NULL,
-            count BIGINT NOT NULL DEFAULT 0,
-            min DOUBLE,
-            max DOUBLE,
-            last DOUBLE,
-            inf_flags TINYINT NOT NULL DEFAULT 0,
-            first_step BIGINT,
-            last_step BIGINT,
-            UNIQUE KEY series_run_key (run_id, key_hash),
-            FOREIGN KEY (run_id) REFERENCES runs (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS chunks (
-            series_id BIGINT NOT NULL,
-            seq BIGINT NOT NULL,
-            first_step BIGINT NOT NULL,
-            last_step BIGINT NOT NULL,
-            min_epoch BIGINT,
-            max_epoch BIGINT,
-            count BIGINT NOT NULL,
-            sealed BOOLEAN NOT NULL,
-            stats BLOB NOT NULL,
-            checksum BIGINT NOT NULL,
-            data LONGBLOB NOT NULL,
-            PRIMARY KEY (series_id, seq),
-            INDEX chunks_steps (series_id, last_step),
-            FOREIGN KEY (series_id) REFERENCES series (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS tensor_segments (
-            series_id BIGINT NOT NULL,
-            segment BIGINT NOT NULL,
-            shape TEXT NOT NULL,
-            dtype VARCHAR(64) NOT NULL,
-            chunk_steps BIGINT NOT NULL,
-            codec VARCHAR(64) NOT NULL,
-            path TEXT NOT NULL,
-            PRIMARY KEY (series_id, segment),
-            FOREIGN KEY (series_id) REFERENCES series (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS tensor_chunks (
-            series_id BIGINT NOT NULL,
-            segment BIGINT NOT NULL,
-            chunk BIGINT NOT NULL,
-            first_step BIGINT NOT NULL,
-            last_step BIGINT NOT NULL,
-            count BIGINT NOT NULL,
-            sealed BOOLEAN NOT NULL,
-            steps LONGBLOB NOT NULL,
-            epochs LONGBLOB NOT NULL,
-            times LONGBLOB NOT NULL,
-            checksums LONGBLOB NOT NULL,
-            PRIMARY KEY (series_id, segment, chunk),
-            FOREIGN KEY (series_id) REFERENCES series (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS records (
-            id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-            series_id BIGINT NOT NULL,
-            step BIGINT NOT NULL,
-            epoch BIGINT,
-            time BIGINT NOT NULL,
-            data LONGTEXT NOT NULL,
-            INDEX records_steps (series_id, step),
-            FOREIGN KEY (series_id) REFERENCES series (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS images (
-            series_id BIGINT NOT NULL,
-            step BIGINT NOT NULL,
-            position BIGINT NOT NULL,
-            epoch BIGINT,
-            time BIGINT NOT NULL,
-            caption TEXT,
-            path TEXT NOT NULL,
-            size BIGINT NOT NULL,
-            checksum BIGINT NOT NULL,
-            PRIMARY KEY (series_id, step, position),
-            FOREIGN KEY (series_id) REFERENCES series (id))"""
-        + _TABLE,
-        """CREATE TABLE IF NOT EXISTS artifacts (
-            run_id VARCHAR(128) NOT NULL,
-            name VARCHAR(512) NOT NULL,
-            path TEXT NOT NULL,
-            size BIGINT NOT NULL,
-            sha256 VARCHAR(64) NOT NULL,
-            created DOUBLE NOT NULL,
-            PRIMARY KEY (run_id, name),
-            FOREIGN KEY (run_id) REFERENCES runs (id))"""
-        + _TABLE,
-    ],
-    [  # ranks="all": series per (run, key, rank); the ranks' journal positions
-        """CREATE TABLE IF NOT EXISTS run_ranks (
-            run_id VARCHAR(128) NOT NULL,
-            "rank" BIGINT NOT NULL,
-            host TEXT NOT NULL,
-            pid BIGINT NOT NULL,
-            status VARCHAR(16) NOT NULL,
-            heartbeat DOUBLE,
-            ended DOUBLE,
-            journal_seq BIGINT NOT NULL DEFAULT 0,
-            PRIMARY KEY (run_id, "rank"),
-            FOREIGN KEY (run_id) REFERENCES runs (id))"""
-        + _TABLE,
-        # one statement, so that it applies whole or not at all (MySQL DDL autocommits)
-        'ALTER TABLE series ADD COLUMN "rank" BIGINT NOT NULL DEFAULT 0, '
-        "DROP INDEX series_run_key, "
-        'ADD UNIQUE KEY series_run_key (run_id, key_hash, "rank")',
-    ],
-    [  # check --repair keeps the intact rows of a chunk: where each lies in its chunk
-        'ALTER TABLE tensor_chunks ADD COLUMN "positions" LONGBLOB NOT NULL',
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Binary collations of utf8mb4, preferred first (no-pad ones compare trailing spaces).
 _COLLATIONS = ("utf8mb4_0900_bin", "utf8mb4_nopad_bin", "utf8mb4_bin")
@@ -232,15 +73,55 @@ _QUERY_PARAMETERS = ("connect_timeout", "unix_socket")
 _INF_FIELDS = (1, 2, 3)  # positions of min, max and last in the summary values
 
 
-class MySQLBackend(SQLBackend):
+@dataclass(frozen=True)
+class MySQLDialect(Dialect):
+    """MySQL's spelling: ``ON DUPLICATE KEY UPDATE`` upserts (PyMySQL's ``executemany``
+    packs their rows into multi-row statements), infinities flagged beside a summary."""
+
+    def upsert(
+        self, table: str, columns: Sequence[str], conflict: str, update: Sequence[str] = ()
+    ) -> str:
+        changes = ", ".join(f"{c} = VALUES({c})" for c in update or columns[:1])
+        return (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({self.params(len(columns))}) ON DUPLICATE KEY UPDATE {changes}"
+        )
+
+    def summary_values(self, summary: Summary) -> tuple[Any, ...]:
+        values = list(super().summary_values(summary))
+        flags = 0
+        for shift, i in enumerate(_INF_FIELDS):
+            value = values[i]
+            if value is not None and math.isinf(value):
+                flags |= (1 if value > 0 else 2) << (2 * shift)
+                values[i] = math.copysign(sys.float_info.max, value)
+        return (*values, flags)
+
+    def summary(self, kind: str, values: Sequence[Any]) -> Summary:
+        *stored, flags = values
+        for shift, i in enumerate(_INF_FIELDS):
+            bits = (flags >> (2 * shift)) & 3
+            if bits:
+                stored[i] = math.inf if bits == 1 else -math.inf
+        return super().summary(kind, stored)
+
+
+MYSQL = MySQLDialect(
+    name="mysql",
+    meta_exists="SELECT COUNT(*) FROM information_schema.tables "
+    "WHERE table_schema = DATABASE() AND table_name = 'meta'",
+    summary_columns=(*Dialect.summary_columns, "inf_flags"),
+    summary_types=f"{Dialect.summary_types} inf_flags:int",
+)
+
+
+class MySQLBackend(ServerBackend):
     """A store in a MySQL or MariaDB database (``mysql://`` or ``mariadb://``)."""
 
     schemes = ("mysql", "mariadb")
-    migrations: ClassVar[Sequence[Sequence[str]]] = MIGRATIONS
+    dialect: ClassVar[Dialect] = MYSQL
+    migrations: ClassVar[Sequence[Sequence[str]]] = MIGRATIONS["mysql"]
     default_port = 3306
-    current_schema_sql = "DATABASE()"
-    summary_columns = (*SQLBackend.summary_columns, "inf_flags")
-    summary_types = f"{SQLBackend.summary_types} inf_flags:int"
     _collation = _COLLATIONS[-1]
 
     def _connect(self) -> Any:
@@ -288,15 +169,14 @@ class MySQLBackend(SQLBackend):
         return bool(connection.open)
 
     @property
-    def _driver_error(self) -> type[Exception]:
+    def _driver_errors(self) -> tuple[type[BaseException], ...]:
         pymysql = import_driver("pymysql", "mysql", self.uri)
-        error: type[Exception] = pymysql.MySQLError
-        return error
+        return (pymysql.MySQLError,)
 
-    def _transient(self, error: Exception) -> bool:
+    def _transient(self, error: BaseException) -> bool:
         return bool(error.args) and error.args[0] in _TRANSIENT
 
-    def _reason(self, error: Exception) -> str:
+    def _reason(self, error: BaseException) -> str:
         if len(error.args) >= 2:
             return f"{error.args[1]} (error {error.args[0]})"
         return str(error) or type(error).__name__
@@ -338,30 +218,3 @@ class MySQLBackend(SQLBackend):
             if cursor.fetchall():
                 return  # applied by a migration cut off before it recorded its version
         cursor.execute(statement.format(collation=self._collation))
-
-    def _upsert_sql(
-        self, table: str, columns: Sequence[str], conflict: str, update: Sequence[str] = ()
-    ) -> str:
-        changes = ", ".join(f"{c} = VALUES({c})" for c in update or columns[:1])
-        return (
-            f"INSERT INTO {table} ({', '.join(columns)}) "
-            f"VALUES ({', '.join(['%s'] * len(columns))}) ON DUPLICATE KEY UPDATE {changes}"
-        )
-
-    def _summary_values(self, summary: Summary) -> tuple[Any, ...]:
-        values = list(super()._summary_values(summary))
-        flags = 0
-        for shift, i in enumerate(_INF_FIELDS):
-            value = values[i]
-            if value is not None and math.isinf(value):
-                flags |= (1 if value > 0 else 2) << (2 * shift)
-                values[i] = math.copysign(sys.float_info.max, value)
-        return (*values, flags)
-
-    def _summary(self, kind: str, values: Sequence[Any]) -> Summary:
-        *stored, flags = values
-        for shift, i in enumerate(_INF_FIELDS):
-            bits = (flags >> (2 * shift)) & 3
-            if bits:
-                stored[i] = math.inf if bits == 1 else -math.inf
-        return super()._summary(kind, stored)

@@ -8,9 +8,9 @@ import fnmatch
 import click
 from rich.table import Table
 
+from ..backends.base import dotted_params
 from ..query import RunView
 from ..query.compare import Divergence, diverge, varying_params
-from ..query.runs_frame import dotted_params
 from . import main
 from .options import json_option, open_store, store_option
 from .output import describe, echo_json, fields, local_time, number, stdout_console

@@ -10,14 +10,12 @@ import click
 from ..io import (
     FORMATS,
     TENSOR_FORMATS,
-    copy_runs,
     export_each,
     export_records,
     export_runs,
     export_tensors,
 )
-from ..query import Store
-from ..query import open as open_uri
+from ..io.copy import copy as copy_stores
 from . import main
 from .options import json_option, open_store, store_option
 from .output import echo_json
@@ -212,10 +210,13 @@ def copy_command(
 
     The target is created if it is a new embedded store, migrated if it is a server.
     """
-    from ..backends import open_backend
-
-    with open_uri(source) as src, Store(open_backend(target, create=True)) as dst:
-        results = copy_runs(src, dst, where=where, project=project, array_store=array_store)
+    if target.startswith("memory://"):
+        raise click.UsageError(
+            f"--to {target}: a memory store lives in one process and would be gone when this "
+            "command exits; copy into a directory or a server store (ss.copy() copies into "
+            "memory from Python)"
+        )
+    results = copy_stores(source, target, where, project=project, array_store=array_store)
     if as_json:
         echo_json([dataclasses.asdict(r) for r in results])
         return

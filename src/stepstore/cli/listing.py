@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from ..backends.base import dotted_params
 from ..query import RunView
 from ..query.compare import (
     FIELDS,
@@ -21,7 +22,7 @@ from ..query.compare import (
     param_paths,
     varying_params,
 )
-from ..query.runs_frame import dotted_params
+from ..query.views import Event
 from . import main
 from .options import json_option, open_store, store_option
 from .output import describe, echo_json, fields, local_time, number, plain, stdout_console
@@ -109,8 +110,9 @@ def runs_command(
 def show_command(run: str, as_json: bool, store: str | None) -> None:
     """Show one run, by id or name.
 
-    Shows its metadata, params, capture policies and, per key, the points stored and
-    skipped, the step range and the last, min and max values.
+    Shows its metadata, params, capture policies, per key the points stored and skipped,
+    the step range and the last, min and max values, and the run's events (a flight
+    recorder's trigger firing).
     """
     with open_store(store) as opened:
         view = opened.run(run)
@@ -133,6 +135,9 @@ def show_command(run: str, as_json: bool, store: str | None) -> None:
             console.print("reductions (tensors stored as)", style="bold")
             console.print(fields(reductions))
         console.print(_key_table(view))
+        events = view.events()
+        if events:
+            console.print(_event_table(events))
 
 
 def _metadata(view: RunView) -> dict[str, str]:
@@ -189,6 +194,21 @@ def _key_table(view: RunView) -> Table:
             number(stats.get("max")),
             info.get("policy") or "-",
             str(info.get("skipped", 0)),
+        )
+    return table
+
+
+def _event_table(events: list[Event]) -> Table:
+    """The run's events, by time: step, trigger, key, reason, rank and time."""
+    table = Table("step", "trigger", "key", "reason", "rank", "time", title="events")
+    for event in events:
+        table.add_row(
+            str(event.step),
+            event.trigger,
+            event.key or "-",
+            event.reason,
+            str(event.rank),
+            local_time(event.time),
         )
     return table
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..query import RunView
+from ..values import text_nonfinite
 
 #: Line width of tables when stdout is not a terminal.
 _PIPED_WIDTH = 200
@@ -26,24 +26,14 @@ def stdout_console() -> Console:
     return console
 
 
-def _jsonable(value: Any) -> Any:
-    """``value`` with non-finite floats as the strings ``nan``, ``inf``, ``-inf``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def echo_json(data: Any) -> None:
-    """Print ``data`` as JSON, non-finite floats as strings (see :func:`_jsonable`)."""
-    click.echo(json.dumps(_jsonable(data), indent=2, ensure_ascii=False, allow_nan=False))
+    """Print ``data`` as JSON, non-finite floats as strings (see :func:`text_nonfinite`)."""
+    click.echo(json.dumps(text_nonfinite(data), indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def describe(view: RunView, full: bool = False) -> dict[str, Any]:
-    """A run as a JSON-ready dict; ``full`` adds host, environment, capture and writer."""
+    """A run as a JSON-ready dict; ``full`` adds host, environment, capture, writer, ranks
+    and events."""
     data: dict[str, Any] = {
         "id": view.id,
         "name": view.name,
@@ -64,6 +54,7 @@ def describe(view: RunView, full: bool = False) -> dict[str, Any]:
             capture=view.capture,
             writer=view.writer,
             ranks={str(rank): status for rank, status in view.rank_status.items()},
+            events=[event._asdict() for event in view.events()],
         )
     return data
 
@@ -84,7 +75,7 @@ def plain(value: Any) -> str:
         return value
     if isinstance(value, float):
         return repr(value)
-    return json.dumps(_jsonable(value), ensure_ascii=False)
+    return json.dumps(text_nonfinite(value), ensure_ascii=False)
 
 
 def number(value: float | None) -> str:

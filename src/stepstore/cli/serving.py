@@ -75,8 +75,14 @@ def report_command(runs: tuple[str, ...], path: str, store: str | None) -> None:
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=4, show_default=True, help="Epochs to train."
 )
+@click.option(
+    "--blowup",
+    is_flag=True,
+    help="Raise the learning rate until the loss is NaN and show the steps the flight "
+    "recorder kept before it (--epochs does not apply).",
+)
 @store_option
-def demo_command(epochs: int, store: str | None) -> None:
+def demo_command(epochs: int, blowup: bool, store: str | None) -> None:
     """Train a small network and record it.
 
     Needs the demo extras: pip install 'stepstore[demo]'.
@@ -85,7 +91,7 @@ def demo_command(epochs: int, store: str | None) -> None:
     try:
         from .. import demo
 
-        run_id = demo.main(store=uri, epochs=epochs)
+        run_id = demo.blowup(store=uri) if blowup else demo.main(store=uri, epochs=epochs)
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in _DEMO_MODULES:

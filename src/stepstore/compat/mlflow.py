@@ -47,7 +47,8 @@ from ..errors import (
 )
 from ..integrations.adapter import plain
 from ..query import open as open_store
-from ..run import Run, init
+from ..recording.run import Run
+from ..recording.start import init
 from . import step_of, unsupported
 
 #: MLflow's run statuses at ``end_run`` and the stepstore statuses they become.

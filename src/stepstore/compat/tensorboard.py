@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, InvalidValueError
-from ..run import Run, init
+from ..recording.run import Run
+from ..recording.start import init
 from ..tensors.images import Image
 from . import step_of, unsupported
 

@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from ..run import IdleRun, Run, init
+from ..recording.idle import IdleRun
+from ..recording.run import Run
+from ..recording.start import init
 
 #: The record key under which an adapter stores hyper-parameters that arrive once its run
 #: has started (a run's params are fixed when it starts).

@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ..run import Run
+from ..recording.run import Run
 from .adapter import HeldRun, RunHolder, plain
 from .requires import missing
 

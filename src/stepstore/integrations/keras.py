@@ -45,8 +45,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from ..policies import KeyState, Policy
-from ..run import Run
+from ..policies import Policy
+from ..recording.keys import KeyState
+from ..recording.run import Run
 from .adapter import HeldRun, RunHolder, plain
 from .requires import missing
 

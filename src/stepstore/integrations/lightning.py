@@ -44,7 +44,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..backends.base import RUN_STATUSES
-from ..run import Run, new_name
+from ..recording.names import new_name
+from ..recording.run import Run
 from .adapter import RunHolder, plain
 from .requires import missing
 

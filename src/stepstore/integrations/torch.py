@@ -56,6 +56,19 @@ prefix. Under ``torch.compile`` the hooks run outside the compiled code
 module's output splits the compiled graph there. Under DDP a gradient is this rank's,
 as accumulated before DDP averages it across ranks. ``nn.DataParallel`` runs the hooks
 in several threads at once and is refused.
+
+Flight recording: ``flight=K`` holds the watched tensors of every step's last forward and
+backward in a preallocated ring of the last K steps (:class:`~stepstore.flight.FlightRecorder`,
+one copy each, no I/O; ``flight_device=True`` keeps it in the tensors' device memory) and
+records them raw only when ``trigger`` fires (``on_nan("loss")``, ``on_change(...)``,
+``on_exception()``) or ``run.dump_flight(reason)`` is called: the run then persists the ring
+as the keys' tensor series at their steps, and the ``after`` steps that follow raw. With
+``flight`` and no ``when``, nothing else is recorded; with ``when`` too, its steps are
+recorded as well. ``flight_budget`` bounds the ring's bytes: weights and gradients are
+counted at ``watch()`` (their shapes are known), activations at their first forward; either
+way ``FlightBudgetError`` names the largest keys before anything is allocated. A value of
+another shape than the key's first (a smaller last batch) is not held, with one warning per
+key. The ring holds no epoch: persisted steps take the run's epoch.
 """
 
 from __future__ import annotations
@@ -63,13 +76,17 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 from ..errors import InvalidArgumentError, RunStateError
-from ..policies import AllOf, AnyOf, KeyState, Policy, every_epoch
-from ..run import Run
+from ..flight import FlightRecorder
+from ..policies import AllOf, AnyOf, Policy, every_epoch
+from ..recording.keys import KeyState
+from ..recording.run import Run
+from ..tensors.flight import DEFAULT_FLIGHT_BUDGET
 from .requires import missing
 
 try:
@@ -91,9 +108,12 @@ class Watch:
     Detach them with :meth:`remove` or by using the watch as a context manager.
     """
 
-    def __init__(self, run: Run, when: Policy | None) -> None:
+    def __init__(self, run: Run, when: Policy | None, flight: FlightRecorder | None = None) -> None:
         self._run = run
+        self._flight = flight
         self._check = None if when is None else when.compile({})
+        if flight is not None and when is None:  # the ring alone: nothing raw but its dumps
+            self._check = _never
         self._history = KeyState(-1, "watch", "tensor")
         self._step = -1
         self._open = False
@@ -111,6 +131,11 @@ class Watch:
 
     def __exit__(self, *_: object) -> None:
         self.remove()
+
+    @property
+    def flight(self) -> FlightRecorder | None:
+        """The watch's flight recorder (``flight=K``), or None."""
+        return self._flight
 
     def remove(self) -> None:
         """Detach every hook, so nothing more is recorded; calling it again does nothing."""
@@ -147,7 +172,8 @@ class Watch:
         )
 
     def _accept(self) -> int | None:
-        """The step to record at now, or ``None`` when the policy rejects it or the run ended."""
+        """The step to record (or hold in the flight ring) at now, or ``None`` when the
+        policy rejects it and there is no ring, or the run ended."""
         run = self._run
         step = run.step
         if step != self._step:
@@ -156,7 +182,8 @@ class Watch:
             if self._open:
                 self._history.last_step = step
                 self._history.count += 1
-        return step if self._open and run.status == "running" else None
+        wanted = self._open or self._flight is not None
+        return step if wanted and run.status == "running" else None
 
     def _arm(self, on: bool) -> None:
         if on and not self._armed:
@@ -167,7 +194,20 @@ class Watch:
             self._armed = []
 
     def _record(self, values: dict[str, torch.Tensor], step: int) -> None:
-        self._run.log(values, step=step, advance=False, repeat=True)
+        flight = self._flight
+        if flight is None:
+            self._run.log(values, step=step, advance=False, repeat=True)
+            return
+        # recorded first, so a firing below leaves out of the ring what is recorded already
+        raw = {k: v for k, v in values.items() if self._open or flight.recording_after(k, step)}
+        if raw:
+            self._run.log(raw, step=step, advance=False, repeat=True)
+        now = time.time()
+        event = None
+        for key, value in values.items():
+            event = flight.observe(step, None, now, key, value) or event
+        if event is not None:
+            flight.fire(event)
 
     def _record_output(self, key: str, output: Any, step: int) -> None:
         if isinstance(output, torch.Tensor):
@@ -219,6 +259,12 @@ def watch(
     layers: str | re.Pattern[str] | Sequence[str] | None = None,
     when: Policy | None = None,
     reduce: str | None = None,
+    *,
+    flight: int | None = None,
+    trigger: Policy | None = None,
+    after: int = 0,
+    flight_budget: int = DEFAULT_FLIGHT_BUDGET,
+    flight_device: bool = False,
 ) -> Watch:
     """Record a model's activations, gradients and weights into a run from now on.
 
@@ -238,6 +284,13 @@ def watch(
         reduce: ``None`` records the tensors themselves (unless the run's own
             ``Run.reduce()`` bindings say otherwise); ``"stats"`` or ``"histogram"``
             records the run's reduction of them instead.
+        flight: Hold the last ``flight`` steps in a ring, recorded when ``trigger`` fires
+            (see the module documentation); None for no ring.
+        trigger: When to keep the ring: ``on_nan(key)``, ``on_change(key, rel=...)``,
+            ``on_exception()`` or a combination; None for ``run.dump_flight()`` only.
+        after: Steps after a firing recorded raw.
+        flight_budget: The most bytes the ring may hold.
+        flight_device: Keep the ring in the tensors' device memory.
 
     Returns:
         The attached :class:`Watch`.
@@ -246,6 +299,8 @@ def watch(
         InvalidArgumentError: An argument is not acceptable, ``layers`` names an unknown
             module or parameter, or the selection holds nothing to record. Nothing is
             attached then.
+        FlightBudgetError: ``flight`` steps of the weights and gradients exceed
+            ``flight_budget``; nothing is attached then.
         RunStateError: The run no longer records.
     """
     if not isinstance(run, Run):
@@ -275,9 +330,46 @@ def watch(
             patterns.append("activations")
         for pattern in patterns:
             run.reduce(pattern, reduce)
-    watcher = Watch(run, when)
+    recorder = None
+    if flight is not None or trigger is not None:
+        recorder = _recorder(flight, trigger, after, flight_budget, flight_device, sizes)
+        recorder.reserve(
+            {
+                f"{kind}/{name}": param.numel() * param.element_size()
+                for kind, chosen in (("gradients", gradients), ("weights", weights))
+                for name, param in chosen.items()
+            }
+        )
+    watcher = Watch(run, when, recorder)
+    if recorder is not None:
+        recorder.attach(run, fed=False)
     watcher._attach(root, activations, gradients, weights)
     return watcher
+
+
+def _never(step: int, epoch: int | None, state: KeyState) -> bool:
+    return False
+
+
+def _recorder(
+    flight: int | None,
+    trigger: Policy | None,
+    after: int,
+    budget: int,
+    device: bool,
+    sizes: Mapping[str, int],
+) -> FlightRecorder:
+    """The flight recorder of the watched keys; checks the flight arguments."""
+    if flight is None:
+        raise InvalidArgumentError(
+            f"trigger={trigger!r} needs flight=K, the number of steps to hold"
+        )
+    if isinstance(flight, bool) or not isinstance(flight, int) or flight < 1:
+        raise InvalidArgumentError(f"flight={flight!r}: expected an integer >= 1 (steps to hold)")
+    patterns = [f"{kind}/*" for kind, size in sizes.items() if size]
+    if sizes["activations"]:
+        patterns.append("activations")
+    return FlightRecorder(patterns, flight, trigger, after, budget, device)
 
 
 def _check_what(what: str | Sequence[str]) -> tuple[str, ...]:

@@ -7,6 +7,9 @@ none for that key, and its array files (tensors, images, artifacts; every rank's
 copied into the target's array store: the one given as ``array_store=`` (a path or fsspec
 URL such as ``s3://bucket/prefix``, then recorded with the copied run), else the target's
 default; a run copied before keeps the array store it was copied into.
+
+:func:`copy` is ``stepstore.copy``, the Python twin of ``stepstore copy``: it persists the
+runs of a ``memory://`` store (which lives only as long as its process) to any other store.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from ..backends import open_backend
 from ..backends.base import ArrayBatch, Backend, RunRecord, series_label
 from ..errors import InvalidArgumentError, NotFoundError
+from ..query import open as open_store
 from ..query.views import RunView, Store
 from ..series import chunk as codec
 from ..tensors.location import ArrayLocation
@@ -49,7 +54,7 @@ def _copy_arrays(run_id: str, source: ArrayLocation, target: ArrayLocation) -> N
 
 
 def _location(backend: Backend, record: RunRecord) -> ArrayLocation:
-    return ArrayLocation(record.array_store or backend.default_array_store)
+    return backend.array_location(record.array_store)
 
 
 def copy_run(
@@ -138,3 +143,45 @@ def copy_runs(
         copy_run(view, source.backend, target.backend, arrays)
         for view in source.runs(where, project)
     ]
+
+
+def copy(
+    source: Store | str | os.PathLike[str],
+    target: Store | str | os.PathLike[str],
+    where: str | None = None,
+    *,
+    project: str | None = None,
+    array_store: str | os.PathLike[str] | None = None,
+) -> list[CopyResult]:
+    """Copy the runs of ``source`` matching ``where`` (a filter expression) and ``project``
+    into ``target``, as ``stepstore copy`` does; idempotent (runs already up to date there
+    are skipped).
+
+    Args:
+        source: an opened :class:`Store` or the path or URI of an existing store, such as
+            ``"memory://sweep"`` (a memory store of this process).
+        target: an opened :class:`Store` or the path or URI of a store, created if it is a
+            new embedded store, migrated if it is a server.
+        where: only the runs matching this filter expression (all when ``None``).
+        project: only the runs of this project.
+        array_store: where the tensors, images and artifacts of runs new in ``target`` go
+            (a path or fsspec URL); the target's own by default.
+
+    Returns:
+        One :class:`CopyResult` per selected run, oldest first: its ``run_id``, ``name``,
+        ``action`` (``"copied"`` or ``"skipped"``) and the ``points`` copied.
+
+    Stores given as paths or URIs are opened and closed here; given stores stay open.
+    """
+    opened: list[Store] = []
+    try:
+        if not isinstance(source, Store):
+            source = open_store(source)
+            opened.append(source)
+        if not isinstance(target, Store):
+            target = Store(open_backend(os.fspath(target), create=True))
+            opened.append(target)
+        return copy_runs(source, target, where, project, array_store)
+    finally:
+        for store in opened:
+            store.close()

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import dotted_params
 from ..errors import InvalidArgumentError, StoreError
-from ..query.runs_frame import dotted_params
 from ..query.views import RunView
 from .mlflow_source import SQL_SCHEMES, require, with_driver
 

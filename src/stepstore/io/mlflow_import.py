@@ -112,7 +112,7 @@ def import_run(source: Source, run: MlflowRun, backend: Backend) -> ImportResult
     if existing is None:
         existing = _record(run, source.uri, started)
         backend.create_run(existing)
-    location = ArrayLocation(existing.array_store or backend.default_array_store)
+    location = backend.array_location(existing.array_store)
     artifacts = _artifacts(run, location, started)
     if artifacts:
         backend.commit_arrays(ArrayBatch(artifacts=artifacts))

@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.base import Backend, SeriesRecord
+from ..backends.base import Backend, SeriesRecord, dotted_params
 from ..errors import InvalidArgumentError
-from ..query.runs_frame import dotted_params
 from ..query.views import RunView
 from ..tensors.images import encode_png
 from .tensorboard_events import HISTOGRAM_SUFFIXES, HPARAMS_KEY, protos

@@ -26,10 +26,11 @@ import numpy as np
 from ..config import load_config
 from ..errors import InvalidArgumentError, StepstoreError
 from ..query.views import Store
-from ..run import Run, init
+from ..recording.run import Run
+from ..recording.sink import ScalarSink
+from ..recording.start import init
 from ..series.chunk import NO_EPOCH, Columns
 from ..tensors.images import Image
-from ..writer import SeriesSink
 from .tensorboard_events import RunEvents, event_files, protos, read_run
 
 #: The tag every imported run carries before its id.
@@ -141,7 +142,7 @@ def _import_directory(
 
 def _write_scalars(run: Run, store: Store, events: RunEvents) -> int:
     """Write each tag's scalar points as chunks, straight into the store."""
-    sink = SeriesSink(store.backend, run.id, load_config(store=store.uri).chunk_size)
+    sink = ScalarSink(store.backend, run.id, load_config(store=store.uri).chunk_size)
     count = 0
     for tag, points in events.scalars.items():
         step, wall, value = points.columns()

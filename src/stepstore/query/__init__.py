@@ -6,7 +6,7 @@ import os
 
 from ..backends import open_backend
 from ..config import load_config
-from ..recovery import recover_orphans
+from ..recording.recovery import recover_orphans
 from .views import RunView, Store
 
 

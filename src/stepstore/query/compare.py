@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import dotted_params
 from ..errors import InvalidArgumentError, NotFoundError
 from ..series.chunk import Columns
-from .runs_frame import STATS, dotted_params
+from .runs_frame import STATS
 from .views import RunView
 
 #: Key prefixes the default metrics leave out: machine and per-layer series.

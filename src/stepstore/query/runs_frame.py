@@ -4,11 +4,12 @@ its params flattened into ``params.*`` columns and chosen statistics of its scal
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..backends.base import dotted_params
 from ..errors import InvalidArgumentError
 from .columns import arrow_column, pandas_column
 
@@ -20,16 +21,6 @@ if TYPE_CHECKING:
 
 #: The statistics of a scalar key a runs table can show, in their column order.
 STATS = ("last", "min", "max", "count")
-
-
-def dotted_params(params: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Nested params as ``(dotted.path, value)`` pairs, as the filter language names them
-    (``{"model": {"width": 64}}`` gives ``("model.width", 64)``); an empty dict is a value."""
-    for key, value in params.items():
-        if isinstance(value, dict) and value:
-            yield from dotted_params(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def duration(view: RunView, now: float) -> float | None:

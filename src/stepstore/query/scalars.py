@@ -105,6 +105,18 @@ def _mask(
     epochs: tuple[int, int] | None,
     times: tuple[int, int] | None = None,
 ) -> Columns:
+    """The points inside every given inclusive range: a view of a step range when steps go
+    forward (no copy), a masked copy otherwise."""
+    step = columns.step
+    if (
+        steps is not None
+        and epochs is None
+        and times is None
+        and bool(np.all(step[1:] >= step[:-1]))
+    ):
+        start = np.searchsorted(step, steps[0], "left")
+        stop = np.searchsorted(step, steps[1], "right")
+        return Columns(*(c[start:stop] for c in columns))
     keep = None
     for column, bounds in ((columns.step, steps), (columns.epoch, epochs), (columns.time, times)):
         if bounds is None:
@@ -281,26 +293,44 @@ def to_frame(
 
     ``keys`` names each part (a key may repeat, once per rank); with ``ranks`` (one per
     part) a ``rank`` column follows ``key``; with ``counts`` (per point, how many ranks a
-    combined point stands for) a ``ranks`` column ends the frame.
+    combined point stands for) a ``ranks`` column ends the frame. The frame may hold the
+    parts' arrays themselves (no copy), so callers hand over parts they do not keep.
     """
     import pandas as pd
 
     lengths = [len(p.step) for p in parts]
     merged = _concat(parts)
     names = list(dict.fromkeys(keys))
-    codes = np.repeat(np.array([names.index(k) for k in keys], dtype=np.int32), lengths)
+    codes = np.repeat(
+        np.array([names.index(k) for k in keys], np.min_scalar_type(-len(names))), lengths
+    )
     no_epoch = merged.epoch == NO_EPOCH
+    epoch = (
+        np.zeros(len(no_epoch), np.int64) if no_epoch.all() else np.where(no_epoch, 0, merged.epoch)
+    )
     frame: dict[str, Any] = {
-        "key": pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=object))
+        "key": pd.Categorical.from_codes(
+            codes, categories=pd.Index(names, dtype=object), validate=False
+        )
     }
     if ranks is not None:
         frame["rank"] = np.repeat(np.array(ranks, dtype=np.int64), lengths)
     frame.update(
         step=merged.step,
-        epoch=pd.arrays.IntegerArray(np.where(no_epoch, 0, merged.epoch), no_epoch),
-        time=pd.to_datetime(merged.time, unit="us", utc=True),
+        epoch=pd.arrays.IntegerArray(epoch, no_epoch),
+        time=_utc_times(merged.time),
         value=merged.value,
     )
     if counts is not None:
         frame["ranks"] = np.concatenate([np.empty(0, np.int64), *counts]).astype(np.int64)
-    return pd.DataFrame(frame)
+    return pd.DataFrame(frame, copy=False)
+
+
+def _utc_times(micros: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """µs since the epoch as UTC datetimes, in the unit ``pandas.to_datetime(..., unit="us")``
+    gives (µs from pandas 3 on, ns before): the same column, built without its slow path."""
+    import pandas as pd
+
+    unit = pd.to_datetime(micros[:0], unit="us", utc=True).dtype
+    times = pd.Series(micros.view("M8[us]"), copy=False).dt.tz_localize("UTC")
+    return (times if times.dtype == unit else times.astype(unit)).array

@@ -65,6 +65,19 @@ class RecordEntry(NamedTuple):
     fields: dict[str, Any]
 
 
+class Event(NamedTuple):
+    """Something that happened to a run, as stored: the step and wall time (Unix seconds),
+    the trigger that fired (``"on_nan('loss')"``, ``"dump_flight"``), the key whose value
+    fired it (None for exceptions and dumps), why, and the rank it happened on."""
+
+    step: int
+    time: float
+    trigger: str
+    key: str | None
+    reason: str
+    rank: int
+
+
 class RunView:
     """A recorded run as stored: metadata, summary and its series, read on demand.
 
@@ -328,7 +341,7 @@ class RunView:
         return series
 
     def _location(self) -> ArrayLocation:
-        return ArrayLocation(self._record.array_store or self._backend.default_array_store)
+        return self._backend.array_location(self._record.array_store)
 
     def tensor(self, key: str, rank: int = 0) -> TensorSeries:
         """A tensor series, indexed by step numbers (see ``TensorSeries``)."""
@@ -394,6 +407,14 @@ class RunView:
                 "JSON object; the store is damaged"
             )
         return fields
+
+    def events(self) -> list[Event]:
+        """The run's events (a flight recorder's trigger firing, ``run.dump_flight``), by
+        time."""
+        return [
+            Event(e.step, e.time, e.trigger, e.key, e.reason, e.rank)
+            for e in self._backend.events(self.id)
+        ]
 
     def artifacts(self) -> dict[str, dict[str, Any]]:
         """Stored files by name: ``path`` (in the array store), ``size``, ``sha256``."""
@@ -500,7 +521,7 @@ class Store:
     def runs(
         self, where: str | None = None, project: str | None = None, *, with_keys: bool = False
     ) -> list[RunView]:
-        """Runs matching a filter expression (see ``stepstore.query.filter``), oldest first.
+        """Runs matching a filter expression (see ``stepstore.filterlang``), oldest first.
 
         ``with_keys=True`` reads the keys and summaries of all of them at once, so that
         ``.summary`` and ``.keys()`` of many runs need no query each.

@@ -13,6 +13,10 @@ or ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``~/.config/fsspec/s3.json``), so the URL recorded with a run names only the bucket and
 prefix, never a secret, and every reader configured alike finds the arrays.
 
+``memory://NAME`` is this process's memory (the arrays of a ``memory://`` store): objects
+are held in a dictionary of the process, nothing touches the disk, and nothing outlives
+the process.
+
 Errors: an object that does not exist raises :class:`~stepstore.errors.StoreError` (the
 store is damaged); any other failure of an object store (a server that does not answer, a
 refused credential, botocore's and aiohttp's errors) raises a ``StoreUnavailableError`` (a
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -140,8 +145,59 @@ class ArrayLocation:
         return str(self._local(path)) if self.local else f"{self.url.rstrip('/')}/{path}"
 
 
+class MemoryFiles:
+    """The in-process file system of ``memory://`` URLs: whole objects by path, in the
+    subset of fsspec's interface that :class:`ArrayLocation` uses."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def pipe_file(self, path: str, data: bytes) -> None:
+        """Store ``data`` as the object ``path`` (replacing it)."""
+        with self._lock:
+            self._objects[path] = bytes(data)
+
+    def cat_file(self, path: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes ``start:end`` of the object ``path``; ``FileNotFoundError`` if missing."""
+        try:
+            return self._objects[path][start:end]
+        except KeyError:
+            raise FileNotFoundError(path) from None
+
+    def find(self, prefix: str) -> list[str]:
+        """Paths of the objects under the folder ``prefix``."""
+        folder = prefix.rstrip("/") + "/"
+        with self._lock:
+            return sorted(p for p in self._objects if p.startswith(folder))
+
+    def exists(self, path: str) -> bool:
+        """Whether the object ``path`` exists."""
+        return path in self._objects
+
+    def remove(self, prefix: str) -> None:
+        """Forget the objects under the folder ``prefix`` (their memory is freed)."""
+        folder = prefix.rstrip("/") + "/"
+        with self._lock:
+            for path in [p for p in self._objects if p.startswith(folder)]:
+                del self._objects[path]
+
+
+#: The objects of every ``memory://`` array store of this process (a ``fork()`` child gets
+#: a copy of them, taken while no object is being written).
+MEMORY = MemoryFiles()
+os.register_at_fork(
+    before=MEMORY._lock.acquire,
+    after_in_parent=MEMORY._lock.release,
+    after_in_child=MEMORY._lock.release,
+)
+
+
 def _filesystem(url: str) -> tuple[Any, str]:
-    """The fsspec filesystem of ``url`` and the root path in it (no I/O yet)."""
+    """The filesystem of ``url`` and the root path in it (no I/O yet): this process's
+    memory for ``memory://``, else fsspec's."""
+    if url.startswith("memory://"):
+        return MEMORY, url.removeprefix("memory://")
     try:
         import fsspec
 

@@ -110,7 +110,7 @@ PATHS: dict[str, Any] = {
         ),
     ),
     "/api/runs/{id}": _get(
-        "One run with its keys by kind and where it ran.",
+        "One run with its keys by kind, where it ran and its events.",
         [_RUN],
         _json({"$ref": "#/components/schemas/RunDetail"}, "The run."),
     ),
@@ -286,6 +286,19 @@ _RUN_FIELDS = {
 }
 
 
+_EVENT = {
+    **_columns(
+        step={"type": "integer"},
+        time={"type": "number", "description": "Unix seconds"},
+        trigger={"type": "string", "description": "What fired: on_nan('loss'), dump_flight..."},
+        key={"type": ["string", "null"], "description": "The key whose value fired it."},
+        reason={"type": "string"},
+        rank={"type": "integer"},
+    ),
+    "description": "A flight recorder's trigger firing (or run.dump_flight), by time.",
+}
+
+
 def document() -> dict[str, Any]:
     """The OpenAPI document (a new dict each call)."""
     keys = {"type": "array", "items": {"type": "string"}}
@@ -311,6 +324,7 @@ def document() -> dict[str, Any]:
                             pid={"type": "integer"},
                             git_commit={"type": ["string", "null"]},
                         ),
+                        "events": {"type": "array", "items": _EVENT},
                     },
                 },
                 "Error": _columns(error={"type": "string"}),

@@ -51,9 +51,11 @@ def list_runs(store: Store, query: QueryParams) -> dict[str, Any]:
 
 
 def one_run(store: Store, query: QueryParams, run: str) -> dict[str, Any]:
-    """``GET /api/runs/{id}``: one run (by id or unique name) with its keys by kind."""
+    """``GET /api/runs/{id}``: one run (by id or unique name) with its keys by kind and its
+    events (time in Unix seconds, as the scalar series' time column)."""
     view = store.run(run)
     data = describe(view, time.time())
     data["keys"] = {name: sorted(view.keys(kind)) for kind, name in KINDS.items()}
     data["meta"] = {"host": view.host, "pid": view.pid, "git_commit": view.git_commit}
+    data["events"] = [event._asdict() for event in view.events()]
     return data

@@ -1,4 +1,5 @@
-"""The writer side of tensor series: rows into Zarr v3 chunk files, index rows for the store.
+"""Tensor series into Zarr v3: rows into chunk files, index rows for the store (what the
+array writer thread calls; ``series.py`` reads them back).
 
 Raw chunks on a local disk (codec ``"rows"``) are Zarr shards of single rows that each
 step's row is ``pwrite``-n onto the end of, as fast as ``np.save`` per step: a file holds
@@ -241,7 +242,7 @@ class SegmentWriter:
         return pending
 
 
-class SeriesWriter:
+class TensorSeriesWriter:
     """One tensor series: its Zarr group, steps array and shape segments."""
 
     def __init__(

@@ -18,6 +18,9 @@ per key), written with ``os.write`` when a key is first seen.
 The owning process holds an exclusive ``flock`` on the journal file: a journal whose lock
 can be taken belongs to a process that died. Each rank recording into a run (``ranks="all"``)
 has its own journal: ``RUN_ID.journal`` for rank 0, ``RUN_ID.rN.journal`` for rank N.
+
+A store that keeps no journal (``backend.journal_dir is None``, ``memory://``) gets an
+anonymous ring of the same layout (:meth:`Journal.in_memory`): no file, no recovery.
 """
 
 from __future__ import annotations
@@ -28,11 +31,14 @@ import mmap
 import os
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import StoreError
+from ..errors import RunStateError, StoreError
+from ..series.chunk import Columns
 
 RECORD = struct.Struct("<IIqqddQ")
 RECORD_DTYPE = np.dtype(
@@ -54,35 +60,89 @@ HEADER_SIZE = 4096
 SUFFIX = ".journal"
 
 
+class Layout(NamedTuple):
+    """Where record ``seq`` goes, for a writer that packs records itself (``Run.log``):
+    ``pack(buffer, base + (seq % capacity) * size, key_id, flags, step, epoch, time, value,
+    seq)``."""
+
+    pack: Callable[..., None]
+    buffer: Any
+    base: int
+    size: int
+    capacity: int
+
+
 class Journal:
     """One run's ring of point records plus its key file; see the module docstring."""
+
+    path: Path | None
+    keys_path: Path | None
+    _fd: int | None
+    _keys_fd: int | None
 
     def __init__(self, path: Path, capacity: int, *, create: bool) -> None:
         self.path = path
         self.keys_path = path.with_suffix(".keys")
         if create:
-            self._fd = _create_locked(path, capacity)
+            fd = _create_locked(path, capacity)
         else:
-            self._fd = os.open(path, os.O_RDWR)
+            fd = os.open(path, os.O_RDWR)
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                os.close(self._fd)
+                os.close(fd)
                 raise
         try:
             if not create:
-                magic, _, size, capacity = _HEADER.unpack(os.pread(self._fd, _HEADER.size, 0))
+                magic, _, size, capacity = _HEADER.unpack(os.pread(fd, _HEADER.size, 0))
                 if magic != _MAGIC or size != RECORD.size:
                     raise StoreError(f"{path}: not a stepstore journal")
             self.capacity = capacity
-            self.mm = mmap.mmap(self._fd, HEADER_SIZE + capacity * RECORD.size)
+            self.mm = mmap.mmap(fd, HEADER_SIZE + capacity * RECORD.size)
             self._slots = np.frombuffer(self.mm, RECORD_DTYPE, capacity, HEADER_SIZE)
         except BaseException:
-            os.close(self._fd)
+            os.close(fd)
             raise
+        self._fd = fd
         self._keys_fd = os.open(
             self.keys_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | (os.O_TRUNC if create else 0)
         )
+
+    @classmethod
+    def in_memory(cls, capacity: int) -> Journal:
+        """A journal held in anonymous memory: the same ring, no file and no key file, so
+        nothing survives the process (for stores without a journal directory)."""
+        journal = cls.__new__(cls)
+        journal.path = journal.keys_path = None
+        journal._fd = journal._keys_fd = None
+        journal.capacity = capacity
+        journal.mm = mmap.mmap(-1, HEADER_SIZE + capacity * RECORD.size)
+        journal._slots = np.frombuffer(journal.mm, RECORD_DTYPE, capacity, HEADER_SIZE)
+        return journal
+
+    @classmethod
+    def for_run(
+        cls, directory: Path | None, run_id: str, name: str, capacity: int, rank: int
+    ) -> Journal:
+        """The journal a run's ``rank`` records into: created and locked in the store's
+        journal ``directory``, or an anonymous ring for a store that keeps none.
+
+        Raises ``RunStateError`` when another process created it at the same moment and
+        ``StoreError`` when it cannot be created (a full disk, a read-only directory).
+        """
+        if directory is None:
+            return cls.in_memory(capacity)
+        try:
+            return cls.create(directory, run_id, capacity, rank)
+        except FileExistsError:
+            raise RunStateError(
+                f"run {name} ({run_id}) rank {rank}: another process started "
+                "recording it at the same moment; one process records a run at a time"
+            ) from None
+        except OSError as exc:  # a full disk, a read-only journal directory
+            raise StoreError(
+                f"run {name} ({run_id}): cannot create its journal in {directory} ({exc})"
+            ) from exc
 
     @classmethod
     def create(cls, directory: Path, run_id: str, capacity: int, rank: int = 0) -> Journal:
@@ -105,14 +165,21 @@ class Journal:
         """Byte offset in the mapping of the slot that holds record ``seq``."""
         return HEADER_SIZE + (seq % self.capacity) * RECORD.size
 
+    def layout(self) -> Layout:
+        """How to pack record ``seq`` into the mapping directly (see :class:`Layout`)."""
+        return Layout(RECORD.pack_into, self.mm, HEADER_SIZE, RECORD.size, self.capacity)
+
     def add_key(self, key_id: int, key: str, kind: str) -> None:
         """Record a key's id and name durably (against process death) before its points."""
-        line = json.dumps({"id": key_id, "key": key, "kind": kind}) + "\n"
-        os.write(self._keys_fd, line.encode())
+        if self._keys_fd is not None:
+            line = json.dumps({"id": key_id, "key": key, "kind": kind}) + "\n"
+            os.write(self._keys_fd, line.encode())
 
     def keys(self) -> dict[int, tuple[str, str]]:
         """The key ids recorded so far, each with its name and kind; a torn last line is skipped."""
-        found = {}
+        found: dict[int, tuple[str, str]] = {}
+        if self.keys_path is None:
+            return found
         for line in self.keys_path.read_bytes().splitlines():
             try:
                 entry = json.loads(line)
@@ -144,13 +211,14 @@ class Journal:
 
     def close(self, remove: bool = False) -> None:
         """Unmap and unlock; with ``remove`` delete the journal and key files first."""
-        if remove:
+        if remove and self.path is not None and self.keys_path is not None:
             self.path.unlink(missing_ok=True)
             self.keys_path.unlink(missing_ok=True)
         del self._slots
         self.mm.close()
-        os.close(self._keys_fd)
-        os.close(self._fd)
+        for fd in (self._keys_fd, self._fd):
+            if fd is not None:
+                os.close(fd)
 
 
 def _create_locked(path: Path, capacity: int) -> int:
@@ -199,8 +267,18 @@ def journal_owner(path: Path) -> tuple[str, int]:
     return run_id, int(rank) if rank.isdigit() else 0
 
 
-def journal_paths(directory: Path) -> list[Path]:
-    """The journal files in ``directory``."""
-    if not directory.is_dir():
+def journal_paths(directory: Path | None) -> list[Path]:
+    """The journal files in ``directory`` (none for a store that keeps no journal)."""
+    if directory is None or not directory.is_dir():
         return []
     return sorted(directory.glob(f"*{SUFFIX}"))
+
+
+def journal_columns(records: np.ndarray) -> tuple[np.ndarray, Columns]:
+    """Key ids and columns of journal records (time converted to µs)."""
+    return records["key"].astype(np.int64), Columns(
+        records["step"].copy(),
+        records["epoch"].copy(),
+        np.round(records["time"] * 1e6).astype(np.int64),
+        records["value"].copy(),
+    )

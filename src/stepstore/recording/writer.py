@@ -1,7 +1,9 @@
-"""The background writer: drains a run's journal into chunked series in its store.
+"""The scalar writer thread: drains a run's journal into chunked series in its store.
 
 The training thread only appends to the journal (host scalars) or to a bounded in-memory
-queue (device scalars, resolved here so the training thread never waits for a device).
+queue (device scalars, resolved here so the training thread never waits for a device);
+scalars derived beside training (tensor statistics from the array writer, system metrics)
+arrive on that queue too, as :class:`~.messages.DerivedScalar` messages.
 The writer wakes every ``flush_interval`` seconds, when the journal or the device-value
 queue is half full, or when asked to flush, and writes everything logged so far in one
 backend transaction, data before the journal position that says it is written. Errors are
@@ -17,20 +19,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
-from .backends.base import Backend
-from .errors import RunStateError, WriterError
-from .journal import Journal
-from .series.chunk import Columns, EncodedChunk, decode
-from .series.tail import SeriesTail, Summary
-
-#: A device value waiting for the writer: (order, key id, step, epoch, time in s, value);
-#: order = 2 * journal seq + 1 places it after the host records logged before it.
-Deferred = tuple[int, int, int, int, float, Any]
+from ..errors import RunStateError, WriterError
+from ..series.chunk import Columns
+from .journal import Journal, journal_columns
+from .keys import KeyRegistry
+from .messages import DerivedScalar, DeviceValue
+from .sink import ScalarSink
 
 
 class Cursor:
@@ -43,101 +41,15 @@ class Cursor:
         self.committed = committed
 
 
-class SeriesSink:
-    """Appends batches of points to one rank's series of a run and commits them with the
-    journal position.
-
-    Series tails are loaded from the store on first use, so a resumed or recovered run
-    continues its open chunks.
-    """
-
-    def __init__(self, backend: Backend, run_id: str, chunk_size: int, rank: int = 0) -> None:
-        self.backend = backend
-        self.run_id = run_id
-        self.chunk_size = chunk_size
-        self.rank = rank
-        self._tails: dict[str, SeriesTail] = {}
-        self._summaries: dict[str, Summary] | None = None
-
-    def _tail(self, key: str, kind: str) -> SeriesTail:
-        tail = self._tails.get(key)
-        if tail is None:
-            if self._summaries is None:
-                self._summaries = {
-                    s.key: s.summary for s in self.backend.series(self.run_id, self.rank)
-                }
-            series_id = self.backend.ensure_series(self.run_id, key, kind, self.rank)
-            open_row = self.backend.open_chunk(series_id)
-            open_chunk = None
-            if open_row is not None:
-                open_chunk = decode(open_row.data or b"", f"run {self.run_id} key {key!r}")
-                next_seq = open_row.seq
-            else:
-                next_seq = self.backend.next_chunk_seq(series_id)
-            summary = self._summaries.get(key)
-            tail = SeriesTail(series_id, self.chunk_size, next_seq, open_chunk, summary)
-            self._tails[key] = tail
-        return tail
-
-    def write(
-        self,
-        keys: Sequence[tuple[str, str]],
-        key_ids: np.ndarray,
-        columns: Columns,
-        run_fields: dict[str, Any],
-    ) -> int:
-        """Append points (``key_ids`` index ``keys``: (name, kind)) and commit; returns count.
-
-        On failure the in-memory tails are dropped, so a retry reloads them from the store
-        and nothing is written twice.
-        """
-        chunks: list[tuple[int, EncodedChunk]] = []
-        touched: list[SeriesTail] = []
-        try:
-            if len(key_ids):
-                order = np.argsort(key_ids, kind="stable")
-                sorted_ids = key_ids[order]
-                starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-                bounds = [*starts.tolist(), len(order)]
-                for a, b in pairwise(bounds):
-                    pick = order[a:b]
-                    name, kind = keys[int(sorted_ids[a])]
-                    tail = self._tail(name, kind)
-                    part = Columns(*(c[pick] for c in columns))
-                    chunks.extend((tail.series_id, c) for c in tail.append(part))
-                    touched.append(tail)
-            for tail in touched:
-                partial = tail.flush()
-                if partial is not None:
-                    chunks.append((tail.series_id, partial))
-            summaries = [(t.series_id, t.summary) for t in touched]
-            self.backend.commit(self.run_id, chunks, summaries, run_fields, self.rank)
-        except BaseException:
-            self._tails.clear()
-            self._summaries = None
-            raise
-        return len(key_ids)
-
-
-def journal_columns(records: np.ndarray) -> tuple[np.ndarray, Columns]:
-    """Key ids and columns of journal records (time converted to µs)."""
-    return records["key"].astype(np.int64), Columns(
-        records["step"].copy(),
-        records["epoch"].copy(),
-        np.round(records["time"] * 1e6).astype(np.int64),
-        records["value"].copy(),
-    )
-
-
-class Writer:
+class ScalarWriter:
     """The thread that moves one run's journal and device-value queue into its store."""
 
     def __init__(
         self,
-        sink: SeriesSink,
+        sink: ScalarSink,
         journal: Journal,
         cursor: Cursor,
-        keys: list[tuple[str, str]],
+        keys: Sequence[tuple[str, str]],
         flush_interval: float,
         run_fields: Callable[[], dict[str, Any]],
     ) -> None:
@@ -148,7 +60,7 @@ class Writer:
         self.flush_interval = flush_interval
         self.run_fields = run_fields
         #: Device values waiting for the writer, in log order (filled by ``defer``).
-        self.deferred: deque[Deferred] = deque()
+        self.deferred: deque[DeviceValue] = deque()
         #: Key id -> the last device (deferred) value written, for the progress line.
         self.resolved: dict[int, float] = {}
         #: How many device values may wait, as many as the journal holds.
@@ -161,6 +73,9 @@ class Writer:
         self._wake = threading.Event()
         self._retry = threading.Event()  # a caller waits: skip the pause after a failure
         self._progress = threading.Condition()
+        #: Held while a flush moves points from the journal and queue into the store: a
+        #: live read holding it sees each point in exactly one of them.
+        self.writing = threading.Lock()
         self._attempts = 0  # flush attempts begun
         self._failed_attempt = 0  # the attempt that raised ``error``
         self._stop = False
@@ -193,7 +108,8 @@ class Writer:
             self._attempts += 1
             attempt = self._attempts
         try:
-            self._write()
+            with self.writing:
+                self._write()
         except BaseException as exc:
             with self._progress:
                 self.error = exc
@@ -208,11 +124,11 @@ class Writer:
         key_ids, columns = journal_columns(records)
         deferred = []
         limit = 2 * written + 1
-        while self.deferred and self.deferred[0][0] <= limit:
+        while self.deferred and self.deferred[0].order <= limit:
             deferred.append(self.deferred.popleft())
         try:
             if deferred:
-                key_ids, columns, resolved = _merge_deferred(
+                key_ids, columns, resolved = merge_deferred(
                     records["seq"], key_ids, columns, deferred
                 )
                 self.resolved.update(resolved)
@@ -261,9 +177,9 @@ class Writer:
         )
 
     def _pending_deferred(self, target: int) -> bool:
-        return bool(self.deferred) and self.deferred[0][0] <= 2 * target + 1
+        return bool(self.deferred) and self.deferred[0].order <= 2 * target + 1
 
-    def defer(self, items: Sequence[Deferred]) -> None:
+    def defer(self, items: Sequence[DeviceValue]) -> None:
         """Queue device values for the writer to resolve (the training thread never waits
         for a device). Like the journal, the queue is bounded (``max_deferred``): the caller
         waits while it is full (counted in ``waits``), wakes the writer once it is half full,
@@ -281,7 +197,7 @@ class Writer:
         if len(self.deferred) > self.max_deferred // 2:
             self._wake.set()
 
-    def withdraw(self, items: Sequence[Deferred]) -> None:
+    def withdraw(self, items: Sequence[DeviceValue]) -> None:
         """Take back device values queued by a ``log()`` that then failed, those the writer
         has not taken yet."""
         for item in items:
@@ -297,23 +213,41 @@ class Writer:
         self.flush_once()
 
 
-def _merge_deferred(
-    seqs: np.ndarray, key_ids: np.ndarray, columns: Columns, deferred: list[tuple]
+def merge_deferred(
+    seqs: np.ndarray, key_ids: np.ndarray, columns: Columns, deferred: Sequence[DeviceValue]
 ) -> tuple[np.ndarray, Columns, dict[int, float]]:
     """Resolve device values (this may wait for the device) and merge them in log order;
     also the last resolved value of each key id."""
-    order = np.concatenate([seqs.astype(np.int64) * 2, [d[0] for d in deferred]])
-    extra_ids = np.array([d[1] for d in deferred], dtype=np.int64)
+    orders, ids, steps, epochs, times, values = zip(*deferred, strict=True)
+    order = np.concatenate([seqs.astype(np.int64) * 2, orders])
+    extra_ids = np.array(ids, dtype=np.int64)
     extra = Columns(
-        np.array([d[2] for d in deferred], dtype=np.int64),
-        np.array([d[3] for d in deferred], dtype=np.int64),
-        np.round(np.array([d[4] for d in deferred]) * 1e6).astype(np.int64),
-        np.array(
-            [d[5] if type(d[5]) is float else float(d[5].item()) for d in deferred],
-            dtype=np.float64,
-        ),
+        np.array(steps, dtype=np.int64),
+        np.array(epochs, dtype=np.int64),
+        np.round(np.array(times) * 1e6).astype(np.int64),
+        np.array([v if type(v) is float else float(v.item()) for v in values], dtype=np.float64),
     )
     pick = np.argsort(order, kind="stable")
     merged = Columns(*(np.concatenate([a, b])[pick] for a, b in zip(columns, extra, strict=True)))
     resolved = dict(zip(extra_ids.tolist(), extra.value.tolist(), strict=True))
     return np.concatenate([key_ids, extra_ids])[pick], merged, resolved
+
+
+class DerivedScalars:
+    """Where scalars computed beside training go (tensor statistics from the array writer,
+    system metrics): registered as scalar keys if new, then queued on the scalar writer
+    after the host points logged so far."""
+
+    def __init__(self, keys: KeyRegistry, writer: ScalarWriter) -> None:
+        self._keys = keys
+        self._writer = writer
+
+    def put(self, scalar: DerivedScalar) -> None:
+        """Record ``scalar``; waits while the scalar writer's queue is full."""
+        state = self._keys.add(scalar.key, "scalar")
+        order = 2 * self._writer.cursor.written + 1
+        self._writer.defer(
+            [DeviceValue(order, state.id, scalar.step, scalar.epoch, scalar.time, scalar.value)]
+        )
+        state.count += 1
+        state.value = scalar.value

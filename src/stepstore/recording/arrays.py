@@ -17,34 +17,31 @@ only when an attempt made after they were called fails too.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
 from ..backends.base import ArrayBatch, ArtifactRow, Backend, ImageRow, RecordRow
 from ..errors import RunStateError, WriterError
-from .images import encode_png
-from .location import ArrayLocation
-from .paths import artifact_path, series_path
-from .reduce import Reduction, histogram, stats
-from .sink import SeriesWriter
-from .staging import StagingPool, host_array
-
-#: Called with (key, step, epoch, time in s, value) to record a derived scalar.
-EmitScalar = Callable[[str, int, int, float, float], None]
+from ..tensors.images import encode_png
+from ..tensors.location import ArrayLocation
+from ..tensors.paths import artifact_path, series_path
+from ..tensors.reduce import Reduction, histogram, stats
+from ..tensors.series_writer import TensorSeriesWriter
+from ..tensors.staging import StagingPool, host_array
+from .messages import ArrayJob, ArtifactJob, DerivedScalar, ImageJob, RecordJob, TensorJob
+from .writer import DerivedScalars
 
 
 class _Queued(NamedTuple):
-    """A job on the queue: what to do, the bytes it holds, the seconds it should take, when
-    it was queued (``time.perf_counter()``) and how long it should then wait to be done."""
+    """A job on the queue: what to do, the seconds it should take, when it was queued
+    (``time.perf_counter()``) and how long it should then wait to be done."""
 
-    job: tuple[Any, ...]
-    nbytes: int
+    job: ArrayJob
     cost: float
     since: float
     expected: float
@@ -54,7 +51,8 @@ class ArrayWriter:
     """Writes the tensors, images, records and artifacts of one rank of a run.
 
     A non-zero rank's files live under ``RUN_ID/@rankN`` and its artifacts are named
-    ``rankN/NAME``.
+    ``rankN/NAME``. Scalars it derives (tensor statistics) go to ``derived``, on to the
+    scalar writer.
     """
 
     def __init__(
@@ -65,7 +63,7 @@ class ArrayWriter:
         flush_interval: float,
         max_bytes: int,
         fsync: bool,
-        emit_scalar: EmitScalar,
+        derived: DerivedScalars,
         rank: int = 0,
     ) -> None:
         self.backend = backend
@@ -75,7 +73,7 @@ class ArrayWriter:
         self.flush_interval = flush_interval
         self.max_bytes = max_bytes
         self.fsync = fsync
-        self.emit_scalar = emit_scalar
+        self.derived = derived
         self.pool = StagingPool(max_bytes)
         self.error: BaseException | None = None
         self.waits = 0
@@ -97,7 +95,7 @@ class ArrayWriter:
         self._attempts = 0  # work attempts the thread has begun
         self._failed_attempt = 0  # the attempt that raised ``error``
         self._retry = False  # a caller waits for a retry: skip the pause after a failure
-        self._series: dict[str, SeriesWriter] = {}
+        self._series: dict[str, TensorSeriesWriter] = {}
         self._series_ids: dict[str, int] = {}
         self._samples: dict[str, np.ndarray] = {}
         self._batch = ArrayBatch()
@@ -109,14 +107,14 @@ class ArrayWriter:
 
     # -- training thread ----------------------------------------------------------------
 
-    def submit(self, jobs: Sequence[tuple[tuple[Any, ...], int]]) -> None:
-        """Queue the jobs of one call, each with its size in bytes, all or none; waits while
-        the queue is full (``max_bytes``) or lags behind.
+    def submit(self, jobs: Sequence[ArrayJob]) -> None:
+        """Queue the jobs of one call, all or none; waits while the queue is full
+        (``max_bytes``) or lags behind.
 
         Raises ``WriterError`` when the writer fails while the caller waits (and then
         queues nothing)."""
-        costs = [self._costs.get(job[1], self._max_lag) for job, _ in jobs]  # unknown: drain
-        nbytes, cost = sum(size for _, size in jobs), sum(costs)
+        costs = [self._costs.get(job.key, self._max_lag) for job in jobs]  # unknown: drain
+        nbytes, cost = sum(job.nbytes for job in jobs), sum(costs)
         with self._cv:
             if self._full(nbytes, cost):
                 start = time.perf_counter()
@@ -127,10 +125,10 @@ class ArrayWriter:
                 self.waits += 1
                 self.wait_seconds += time.perf_counter() - start
             was_idle = not self._jobs
-            for (job, size), job_cost in zip(jobs, costs, strict=True):
+            for job, job_cost in zip(jobs, costs, strict=True):
                 expected = self._queued_cost + job_cost
-                self._jobs.append(_Queued(job, size, job_cost, time.perf_counter(), expected))
-                self._queued_bytes += size
+                self._jobs.append(_Queued(job, job_cost, time.perf_counter(), expected))
+                self._queued_bytes += job.nbytes
                 self._queued_cost += job_cost
                 self._submitted += 1
             if was_idle:  # a busy writer needs no wake-up
@@ -229,7 +227,7 @@ class ArrayWriter:
         thread finished what it did before: a job, a commit, or waiting) and how much
         longer jobs wait than those costs say (the training thread competing for the
         cores and the GIL, commits)."""
-        key = queued.job[1]
+        key = queued.job.key
         now = time.perf_counter()
         seconds, self._busy_since = now - self._busy_since, now
         waited = min(max((now - queued.since) / max(queued.expected, 1e-6), 0.5), 50.0)
@@ -237,7 +235,7 @@ class ArrayWriter:
             old = self._costs.get(key)
             self._costs[key] = seconds if old is None else old + (seconds - old) / 4
             self._slowdown += (waited - self._slowdown) / 16
-            self._queued_bytes -= queued.nbytes
+            self._queued_bytes -= queued.job.nbytes
             self._queued_cost = self._queued_cost - queued.cost if self._jobs else 0.0
             self._done += 1
             self._cv.notify_all()
@@ -285,38 +283,46 @@ class ArrayWriter:
             )
         return series_id
 
-    def _handle(self, job: tuple[Any, ...]) -> None:
-        kind = job[0]
-        if kind == "tensor":
-            _, key, step, epoch, stamp, staged, reduction = job
-            self._tensor(key, step, epoch, stamp, host_array(staged), staged.dtype, reduction)
+    def _handle(self, job: ArrayJob) -> None:
+        if type(job) is TensorJob:
+            staged = job.staged
+            self._tensor(
+                job.key,
+                job.step,
+                job.epoch,
+                job.time,
+                host_array(staged),
+                staged.dtype,
+                job.reduction,
+            )
             self.pool.give(staged)  # only now: a retry reads it again
-        elif kind == "record":
-            _, key, step, epoch, stamp, data = job
+        elif type(job) is RecordJob:
+            series_id = self._series_id(job.key, "record")
             self._batch.records.append(
-                RecordRow(self._series_id(key, "record"), step, epoch, round(stamp * 1e6), data)
+                RecordRow(series_id, job.step, job.epoch, round(job.time * 1e6), job.data)
             )
-        elif kind == "image":
-            _, key, step, epoch, stamp, images = job
-            self._images(key, step, epoch, stamp, images)
-        elif kind == "artifact":
-            _, name, source = job
-            path = artifact_path(self.run_id, name, self.rank)
-            source.seek(0)  # an open file: the data stays readable if the path goes away
-            data = source.read()
-            self.location.write(path, data)
-            source.close()
-            self._batch.artifacts.append(
-                ArtifactRow(
-                    self.run_id,
-                    f"rank{self.rank}/{name}" if self.rank else name,
-                    path,
-                    len(data),
-                    hashlib.sha256(data).hexdigest(),
-                    time.time(),
-                )
+        elif type(job) is ImageJob:
+            self._images(job.key, job.step, job.epoch, job.time, job.images)
+        elif type(job) is ArtifactJob:
+            self._artifact(job.key, job.source)
+
+    def _artifact(self, name: str, source: BinaryIO) -> None:
+        path = artifact_path(self.run_id, name, self.rank)
+        source.seek(0)  # an open file: the data stays readable if the path goes away
+        data = source.read()
+        self.location.write(path, data)
+        source.close()
+        self._batch.artifacts.append(
+            ArtifactRow(
+                self.run_id,
+                f"rank{self.rank}/{name}" if self.rank else name,
+                path,
+                len(data),
+                hashlib.sha256(data).hexdigest(),
+                time.time(),
             )
-            self.bytes_written += len(data)
+        )
+        self.bytes_written += len(data)
 
     def _tensor(
         self,
@@ -358,7 +364,7 @@ class ArrayWriter:
     def _scalar(self, key: str, step: int, epoch: int, stamp: float, value: float) -> None:
         """Emit a derived scalar once per job, however often the job is retried."""
         if key not in self._parts:
-            self.emit_scalar(key, step, epoch, stamp, value)
+            self.derived.put(DerivedScalar(key, step, epoch, stamp, value))
             self._parts.add(key)
 
     def _row(
@@ -371,7 +377,7 @@ class ArrayWriter:
         series = self._series.get(key)
         if series is None:
             series_id = self._series_id(key, "tensor")
-            series = self._series[key] = SeriesWriter(
+            series = self._series[key] = TensorSeriesWriter(
                 self.location,
                 self.run_id,
                 key,
@@ -417,24 +423,3 @@ class ArrayWriter:
             )
         self._batch.images.extend(rows)
         self.bytes_written += sum(row.size for row in rows)
-
-
-def record_json(key: str, record: dict[str, Any]) -> str:
-    """A record as JSON text; raises ``InvalidValueError`` naming what is not serialisable."""
-    from ..errors import InvalidValueError
-
-    try:
-        return json.dumps(record, allow_nan=True, default=_plain)
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError(
-            f"key {key!r}: record is not JSON-serialisable ({exc}); expected a dict of "
-            "strings, numbers, booleans, None, lists and dicts"
-        ) from None
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{value!r} of type {type(value).__name__}")

@@ -1,4 +1,6 @@
-r"""The run filter language: parse a filter into an AST and compile it to parameterised SQL.
+r"""The run filter language: a filter's text parsed into an AST (no SQL here).
+
+The backends compile the AST to SQL (``stepstore.backends.filter_sql``).
 
 A filter is a boolean expression over a run's fields, for example::
 
@@ -56,7 +58,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar, cast
@@ -64,17 +66,16 @@ from typing import Any, NamedTuple, ParamSpec, TypeAlias, TypeVar, cast
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from ..errors import FilterSyntaxError, InvalidArgumentError
+from .errors import FilterSyntaxError, InvalidArgumentError
 
 __all__ = [
     "COLUMNS",
+    "MAX_OPERATORS",
     "OPERATORS",
-    "SQLITE",
     "STATS",
     "And",
     "Column",
     "Compare",
-    "Dialect",
     "Expr",
     "Field",
     "HasTag",
@@ -82,10 +83,11 @@ __all__ = [
     "Not",
     "Or",
     "Param",
-    "Summary",
+    "SummaryStat",
     "Value",
-    "compile_filter",
+    "count_operators",
     "parse",
+    "unix_seconds",
 ]
 
 #: Comparison operators, in their canonical spelling.
@@ -96,7 +98,8 @@ STATS = ("last", "min", "max", "count")
 COLUMNS = ("status", "name", "project", "id", "created")
 
 _KNOWN_FIELDS = "params.<path>, summary.<key>.<stat>, tags, " + ", ".join(COLUMNS)
-_MAX_OPERATORS = 100
+#: The most and/or/not operators a filter may hold.
+MAX_OPERATORS = 100
 _INT64 = 2**63
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -116,7 +119,7 @@ class Param:
 
 
 @dataclass(frozen=True)
-class Summary:
+class SummaryStat:
     """One statistic (``last``, ``min``, ``max`` or ``count``) of a logged series."""
 
     key: str
@@ -144,7 +147,7 @@ class Column:
             )
 
 
-Field: TypeAlias = Param | Summary | Column
+Field: TypeAlias = Param | SummaryStat | Column
 
 
 @dataclass(frozen=True)
@@ -232,12 +235,12 @@ def _check_value(field: Field, op: str, value: Value) -> None:
                 raise InvalidArgumentError(
                     f"params compare with numbers, strings, true, false or null, not {value!r}"
                 )
-        case Summary():
+        case SummaryStat():
             if not number:
                 raise InvalidArgumentError(f"summaries compare with numbers, not {_literal(value)}")
         case Column(name="created"):
             if isinstance(value, str):
-                _unix_seconds(value)
+                unix_seconds(value)
             elif not number:
                 raise InvalidArgumentError(
                     f"created compares with a number or an ISO-8601 date, not {_literal(value)}"
@@ -258,7 +261,7 @@ def _literal(value: Value) -> str:
     return repr(value)
 
 
-def _unix_seconds(text: str) -> float:
+def unix_seconds(text: str) -> float:
     """Unix seconds of an ISO-8601 date or datetime (naive means UTC)."""
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
@@ -414,7 +417,7 @@ def _resolve_field(name: str, position: int) -> Field | _Tags:
                 f" with stat one of {', '.join(STATS)}",
                 position,
             )
-        return _build(position + len(name) - len(stat), Summary, key, stat)
+        return _build(position + len(name) - len(stat), SummaryStat, key, stat)
     return _build(position, Column, name)
 
 
@@ -445,7 +448,7 @@ class _ToAst(Transformer[Token, Expr]):
         key_text = _decode_string(key)
         if not key_text:
             raise _SemanticError("a summary key cannot be empty", key.start_pos or 0)
-        return _FieldAt(_build(stat.start_pos or 0, Summary, key_text, str(stat)), position)
+        return _FieldAt(_build(stat.start_pos or 0, SummaryStat, key_text, str(stat)), position)
 
     def values(self, children: list[Token]) -> list[_ValueAt]:
         return [_decode_value(token) for token in children]
@@ -542,14 +545,14 @@ def parse(text: str) -> Expr:
         raise _syntax_error(text, problem.position, str(problem)) from None
     except (UnexpectedCharacters, UnexpectedToken) as error:
         raise _describe(text, error) from None
-    if _count_operators(expr) > _MAX_OPERATORS:
+    if count_operators(expr) > MAX_OPERATORS:
         raise _syntax_error(
-            text, 0, f"the filter has more than {_MAX_OPERATORS} and/or/not operators"
+            text, 0, f"the filter has more than {MAX_OPERATORS} and/or/not operators"
         )
     return expr
 
 
-def _count_operators(expr: Expr) -> int:
+def count_operators(expr: Expr) -> int:
     """How many ``and``, ``or`` and ``not`` nodes ``expr`` holds."""
     count, pending = 0, [expr]
     while pending:
@@ -617,151 +620,3 @@ def _syntax_error(text: str, position: int, problem: str) -> FilterSyntaxError:
     return FilterSyntaxError(
         f"invalid filter at {where}: {problem}\n  {line}\n  {pad}^", text=text, position=position
     )
-
-
-# --------------------------------------------------------------------------- compiling
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """How a backend's SQL spells what a compiled filter needs.
-
-    Attributes:
-        param: The parameter placeholder (``"?"`` for sqlite3, ``"%s"`` for psycopg and
-            MySQL drivers; the compiled SQL holds no other ``%``).
-        status_sql: An SQL expression giving the status of the run aliased ``r``, e.g. a
-            ``CASE`` that shows a stale running run as ``'crashed'``. It must hold no
-            placeholders.
-    """
-
-    param: str = "?"
-    status_sql: str = "r.status"
-
-
-#: The dialect of the embedded SQLite store.
-SQLITE = Dialect()
-
-_SQL_OPERATORS = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
-_COLUMN_SQL = {"name": "r.name", "project": "r.project", "id": "r.id", "created": "r.created"}
-
-
-def compile_filter(text_or_expr: str | Expr, dialect: Dialect = SQLITE) -> tuple[str, list[object]]:
-    """Compile a filter to an SQL boolean expression over the runs table aliased ``r``.
-
-    The result goes in ``SELECT ... FROM runs r WHERE <sql>``. Every value, param path,
-    summary key and tag is passed as a parameter.
-
-    Args:
-        text_or_expr: Filter text (see :func:`parse`) or an already parsed AST.
-        dialect: The placeholder and status expression of the target database.
-
-    Returns:
-        The SQL fragment and its parameters, in placeholder order.
-
-    Raises:
-        FilterSyntaxError: The text does not parse.
-        InvalidArgumentError: ``text_or_expr`` is neither text nor an AST, or an AST with
-            more than 100 and/or/not operators.
-    """
-    if isinstance(text_or_expr, str):
-        expr = parse(text_or_expr)
-    elif isinstance(text_or_expr, Compare | InList | HasTag | Not | And | Or):
-        expr = text_or_expr
-        if _count_operators(expr) > _MAX_OPERATORS:
-            raise InvalidArgumentError(f"the filter has more than {_MAX_OPERATORS} operators")
-    else:
-        raise InvalidArgumentError(f"a filter is a string or an Expr, not {text_or_expr!r}")
-    compiler = _Compiler(dialect)
-    return compiler.expr(expr), compiler.params
-
-
-class _Compiler:
-    """Accumulates the parameters of one compilation."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        self.dialect = dialect
-        self.params: list[object] = []
-        self._aliases = 0
-
-    def expr(self, expr: Expr) -> str:
-        """SQL for ``expr``; the result is parenthesised or an EXISTS, and never NULL."""
-        match expr:
-            case And(left, right):
-                return f"({self.expr(left)} AND {self.expr(right)})"
-            case Or(left, right):
-                return f"({self.expr(left)} OR {self.expr(right)})"
-            case Not(operand):
-                return f"(NOT {self.expr(operand)})"
-            case HasTag(tag):
-                alias = self._alias("t")
-                return (
-                    f"EXISTS (SELECT 1 FROM run_tags {alias} WHERE {alias}.run_id = r.id"
-                    f" AND {alias}.tag = {self._param(tag)})"
-                )
-            case Compare(field, op, value):
-                return self._field_test(field, op, [value])
-            case InList(field, values, negated):
-                return self._field_test(field, "not in" if negated else "in", list(values))
-        raise InvalidArgumentError(f"not a filter expression: {expr!r}")
-
-    def _field_test(self, field: Field, op: str, values: list[Value]) -> str:
-        """SQL testing ``field`` against ``values`` with a comparison op, "in" or "not in"."""
-        match field:
-            case Column(name="status"):
-                return self._test(f"({self.dialect.status_sql})", op, values)
-            case Column(name="created"):
-                seconds = [_unix_seconds(v) if isinstance(v, str) else v for v in values]
-                return self._test(_COLUMN_SQL["created"], op, seconds)
-            case Column(name=name):
-                return self._test(_COLUMN_SQL[name], op, values)
-            case Summary(key, stat):
-                alias = self._alias("s")
-                return (
-                    f"EXISTS (SELECT 1 FROM series {alias} WHERE {alias}.run_id = r.id"
-                    f" AND {alias}.rank = 0 AND {alias}.key = {self._param(key)}"
-                    f" AND {self._test(f'{alias}.{stat}', op, values)})"
-                )
-            case Param(path):
-                alias = self._alias("p")
-                return (
-                    f"EXISTS (SELECT 1 FROM run_params {alias} WHERE {alias}.run_id = r.id"
-                    f" AND {alias}.path = {self._param(path)}"
-                    f" AND {self._param_test(alias, op, values)})"
-                )
-        raise InvalidArgumentError(f"not a field: {field!r}")
-
-    def _param_test(self, alias: str, op: str, values: list[Value]) -> str:
-        """SQL testing the run_params row ``alias`` against ``values``."""
-        if values == [None]:
-            both_null = f"({alias}.num IS NULL AND {alias}.str IS NULL)"
-            return both_null if op == "=" else f"(NOT {both_null})"
-        numbers = [v for v in values if not isinstance(v, str)]
-        strings = [v for v in values if isinstance(v, str)]
-        tests = [
-            self._test(f"{alias}.{column}", op, group)
-            for column, group in (("num", numbers), ("str", strings))
-            if group
-        ]
-        joiner = " AND " if op in ("!=", "not in") else " OR "
-        return tests[0] if len(tests) == 1 else f"({joiner.join(tests)})"
-
-    def _test(self, sql: str, op: str, values: Sequence[Value]) -> str:
-        """A never-NULL test of ``sql`` against ``values`` ("!=" and "not in" accept NULL)."""
-        placeholders = ", ".join(self._param(value) for value in values)
-        if op == "in":
-            return f"({sql} IS NOT NULL AND {sql} IN ({placeholders}))"
-        if op == "not in":
-            return f"({sql} IS NULL OR {sql} NOT IN ({placeholders}))"
-        if op == "!=":
-            return f"({sql} IS NULL OR {sql} <> {placeholders})"
-        return f"({sql} IS NOT NULL AND {sql} {_SQL_OPERATORS[op]} {placeholders})"
-
-    def _param(self, value: Value) -> str:
-        """Record ``value`` (booleans as 1/0) as the next parameter; return its placeholder."""
-        self.params.append(int(value) if isinstance(value, bool) else value)
-        return self.dialect.param
-
-    def _alias(self, kind: str) -> str:
-        """A fresh table alias for a subquery."""
-        self._aliases += 1
-        return f"f{kind}{self._aliases}"

@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .backends.base import Backend, RankRecord
-from .errors import NotFoundError, StepstoreError, StoreError
-from .journal import Journal, journal_owner, journal_paths
-from .writer import SeriesSink, journal_columns
+from ..backends.base import Backend, RankRecord
+from ..errors import NotFoundError, StepstoreError, StoreError
+from .journal import Journal, journal_columns, journal_owner, journal_paths
+from .sink import ScalarSink
 
 
 @contextlib.contextmanager
@@ -83,7 +83,7 @@ def _replay(backend: Backend, chunk_size: int, path: Path, journal: Journal) -> 
     }
     if position.status in ("running", "crashed"):
         fields.update(status="crashed", ended=time.time())
-    SeriesSink(backend, run_id, chunk_size, rank).write(keys, key_ids, columns, fields)
+    ScalarSink(backend, run_id, chunk_size, rank).write(keys, key_ids, columns, fields)
     return run_id
 
 
