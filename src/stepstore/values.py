@@ -197,6 +197,18 @@ def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return json_value(dict(params), "params", refuse)  # type: ignore[no-any-return]
 
 
+def merged_params(held: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``held`` updated with ``new``, nested mappings merged key by key (later values win)."""
+    merged = dict(held)
+    for key, value in new.items():
+        old = merged.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            merged[key] = merged_params(old, value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def text_nonfinite(value: Any) -> Any:
     """Plain JSON data with NaN and infinities as the strings ``nan``, ``inf``, ``-inf``,
     for output that must be strict JSON (the command line's ``--json``)."""

@@ -20,6 +20,7 @@ from ..errors import InvalidArgumentError
 from ..recording.idle import IdleRun
 from ..recording.run import Run
 from ..recording.start import init
+from ..values import merged_params
 
 #: The record key under which an adapter stores hyper-parameters that arrive once its run
 #: has started (a run's params are fixed when it starts).
@@ -98,7 +99,7 @@ class RunHolder:
         if new:
             step = max(run.step, self._params_step + 1)  # one record per step
             run.log_record(PARAMS_RECORD, new, step=step)
-            self._known, self._params_step = _merged(known, new), step
+            self._known, self._params_step = merged_params(known, new), step
 
     def finish(self, status: str) -> None:
         """Finish the run with ``status`` if this holder started it and it still records."""
@@ -141,18 +142,6 @@ def _difference(params: Mapping[str, Any], held: Mapping[str, Any]) -> dict[str,
         elif held[key] != value:
             new[key] = value
     return new
-
-
-def _merged(held: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``held`` updated with ``new``, nested mappings merged."""
-    merged = dict(held)
-    for key, value in new.items():
-        old = merged.get(key)
-        if isinstance(old, Mapping) and isinstance(value, Mapping):
-            merged[key] = _merged(old, value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def plain(value: Any, depth: int = 0) -> Any:

@@ -45,7 +45,7 @@ from ..tensors.images import Image
 from ..tensors.reduce import Reduction
 from ..tensors.staging import is_array
 from ..trees import flatten
-from ..values import DEFER, plain_params, record_json, to_scalar
+from ..values import DEFER, merged_params, plain_params, record_json, to_scalar
 from . import hooks
 from .arguments import (
     MAX_STEP,
@@ -444,7 +444,7 @@ class Run(metaclass=ABCMeta):  # noqa: B024 - an ABC only to register IdleRun
         if params is not None and not isinstance(params, Mapping):
             raise InvalidArgumentError(f"params={params!r:.60}: expected a dict or None")
         given = plain_params({**(params or {}), **more})
-        merged = _merged(self._record.params, given)
+        merged = merged_params(self._record.params, given)
         self._backend.update_params(self.id, merged)
         self._record.params = merged
 
@@ -909,15 +909,3 @@ class Run(metaclass=ABCMeta):  # noqa: B024 - an ABC only to register IdleRun
         recorders that fire on it; the hook then finishes the run."""
         if self._state is _OPEN and self._flights is not None:
             self._flights.keep_on(error)
-
-
-def _merged(held: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """``held`` updated with ``new``, nested mappings merged key by key."""
-    merged = dict(held)
-    for key, value in new.items():
-        old = merged.get(key)
-        if isinstance(old, Mapping) and isinstance(value, Mapping):
-            merged[key] = _merged(old, value)
-        else:
-            merged[key] = value
-    return merged
