@@ -10,18 +10,26 @@ import stepstore as ss
 from stepstore.query.scalars import to_frame
 from stepstore.series.chunk import NO_EPOCH, Columns
 
+STEPS = {
+    "ordered": [*range(0, 80, 2)],
+    # rewound inside the first chunk (of 16 points), whose ends are steps 0 and 12
+    "rewound": [*range(10), 3, 4, 5, *range(10, 40)],
+    # rewound inside a later chunk: points 32-47 are steps 32-39, then 2-9
+    "rewound later": [*range(36), *range(36, 40), *range(2, 14), *range(40, 60)],
+}
 
-@pytest.mark.parametrize("rewound", [False, True])
-def test_a_step_range_holds_exactly_the_points_inside_it(new_run, store_path, rewound):
-    # rewound inside the first chunk (of 16 points), whose index spans steps 0-12
-    steps = [*range(10), 3, 4, 5, *range(10, 40)] if rewound else [*range(0, 80, 2)]
+
+@pytest.mark.parametrize("kind", list(STEPS))
+def test_a_step_range_holds_exactly_the_points_inside_it(new_run, store_path, kind):
+    steps = STEPS[kind]
+    rewound = kind != "ordered"
     run = new_run(chunk_size=16, allow_rewind=rewound)
     for i, step in enumerate(steps):
         run.log({"loss": float(i)}, step=step)
     run.finish()
     with ss.open(store_path) as store:
         view = store.run(run.id)
-        for low, high in [(3, 5), (0, 0), (15, 33), (-5, 2), (39, 100), (41, 49)]:
+        for low, high in [(3, 5), (0, 0), (15, 33), (-5, 2), (39, 100), (41, 49), (4, 6)]:
             frame = view.scalars("loss", steps=(low, high))
             inside = [(s, float(i)) for i, s in enumerate(steps) if low <= s <= high]
             assert list(zip(frame["step"], frame["value"], strict=True)) == inside
@@ -50,3 +58,28 @@ def test_frame_columns_and_types():
     no_epoch = to_frame(["a"], [second], ranks=[3])
     assert list(no_epoch.columns) == ["key", "rank", "step", "epoch", "time", "value"]
     assert no_epoch["epoch"].isna().all() and no_epoch["rank"].tolist() == [3]
+
+
+def test_a_rewound_chunk_indexed_by_its_ends_still_checks_clean(new_run, store_path):
+    """Chunks before 0.5 stored their first and last step, not the smallest and largest:
+    ``check`` accepts either, and reports a step range that is neither."""
+    import sqlite3
+
+    steps = STEPS["rewound later"]
+    run = new_run(chunk_size=16, allow_rewind=True)
+    for i, step in enumerate(steps):
+        run.log({"loss": float(i)}, step=step)
+    run.finish()
+    db = sqlite3.connect(store_path / "stepstore.db")
+    with db:
+        stored = db.execute("SELECT first_step, last_step FROM chunks WHERE seq = 2").fetchone()
+        assert stored == (2, 39)
+        db.execute("UPDATE chunks SET first_step = 32, last_step = 9 WHERE seq = 2")  # as 0.4
+    with ss.open(store_path) as store:
+        assert store.check() == []
+    with db:
+        db.execute("UPDATE chunks SET first_step = 3, last_step = 39 WHERE seq = 2")
+    with ss.open(store_path) as store:
+        (problem,) = store.check()
+        assert "first_step" in problem.what
+    db.close()

@@ -203,7 +203,7 @@ def _repair_scalars(
             repaired.append(Problem(at, f"deleted the chunk ({reason}); {row.count} point(s) lost"))
             continue
         fields = index_fields(row, columns)
-        differ = index_differences(row, fields, columns.value)
+        differ = index_differences(row, fields, columns)
         if differ:
             batch.chunk_index.append((series.id, fields))
             what = f"rebuilt its index row from its {fields.size} points ({', '.join(differ)})"

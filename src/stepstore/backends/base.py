@@ -446,8 +446,8 @@ def index_fields(row: ChunkRow, columns: Columns) -> EncodedChunk:
     return EncodedChunk(
         seq=row.seq,
         sealed=row.sealed,
-        first_step=int(columns.step[0]),
-        last_step=int(columns.step[-1]),
+        first_step=int(columns.step.min()),
+        last_step=int(columns.step.max()),
         min_epoch=int(epochs.min()) if len(epochs) else None,
         max_epoch=int(epochs.max()) if len(epochs) else None,
         size=len(columns.step),
@@ -457,24 +457,35 @@ def index_fields(row: ChunkRow, columns: Columns) -> EncodedChunk:
     )
 
 
-def index_differences(row: ChunkRow, expected: EncodedChunk, values: np.ndarray) -> list[str]:
+def index_differences(row: ChunkRow, expected: EncodedChunk, columns: Columns) -> list[str]:
     """Fields of a scalar chunk's index row that differ from ``expected`` (see
-    :func:`index_fields`), statistics by name; ``values`` are the chunk's values.
+    :func:`index_fields`), statistics by name; ``columns`` are the chunk's points.
 
+    The step range is the smallest and largest step; a chunk written before 0.5 holds its
+    first and last step instead (the same unless the series was rewound), which is accepted.
     The sum may differ in its last bits (a summation order of another NumPy); the other
     statistics are picked from the points, so they must match bit for bit.
     """
+    ends = (int(columns.step[0]), int(columns.step[-1])) if len(columns.step) else None
+    steps = (row.first_step, row.last_step)
     differ = [
         name
         for name, stored, made in (
             ("first_step", row.first_step, expected.first_step),
             ("last_step", row.last_step, expected.last_step),
+        )
+        if stored != made and steps != ends
+    ]
+    differ += [
+        name
+        for name, stored, made in (
             ("min_epoch", row.min_epoch, expected.min_epoch),
             ("max_epoch", row.max_epoch, expected.max_epoch),
             ("count", row.count, expected.size),
         )
         if stored != made
     ]
+    values = columns.value
     if len(row.stats) != STATS_DTYPE.itemsize:
         return [*differ, "statistics"]
     stored, made = (np.frombuffer(b, STATS_DTYPE)[0] for b in (row.stats, expected.stats))
@@ -501,7 +512,7 @@ def chunk_problem(row: ChunkRow, where: str) -> str | None:
         columns = decode_chunk(row, where)
     except StoreError as exc:
         return str(exc).removeprefix(f"{where}: ")
-    differ = index_differences(row, index_fields(row, columns), columns.value)
+    differ = index_differences(row, index_fields(row, columns), columns)
     if differ:
         return f"its index row differs from its points ({', '.join(differ)})"
     return None

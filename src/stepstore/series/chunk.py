@@ -339,8 +339,8 @@ def make_chunk(seq: int, columns: Columns, sealed: bool) -> EncodedChunk:
     return EncodedChunk(
         seq=seq,
         sealed=sealed,
-        first_step=int(columns.step[0]),
-        last_step=int(columns.step[-1]),
+        first_step=int(columns.step.min()),  # the ends unless a rewind went below them
+        last_step=int(columns.step.max()),
         min_epoch=int(epochs.min()) if len(epochs) else None,
         max_epoch=int(epochs.max()) if len(epochs) else None,
         size=len(columns.step),
