@@ -89,7 +89,9 @@ class Columns(NamedTuple):
 
 
 class EncodedChunk(NamedTuple):
-    """One chunk ready for a backend: its blob, checksum, statistics and index fields."""
+    """One chunk ready for a backend: its blob, checksum, statistics and index fields
+    (``first_step``/``last_step``: its smallest and largest step, which a step range
+    selects by; the first and last unless the series was rewound)."""
 
     seq: int
     sealed: bool
@@ -339,7 +341,7 @@ def make_chunk(seq: int, columns: Columns, sealed: bool) -> EncodedChunk:
     return EncodedChunk(
         seq=seq,
         sealed=sealed,
-        first_step=int(columns.step.min()),  # the ends unless a rewind went below them
+        first_step=int(columns.step.min()),
         last_step=int(columns.step.max()),
         min_epoch=int(epochs.min()) if len(epochs) else None,
         max_epoch=int(epochs.max()) if len(epochs) else None,
