@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..series import chunk as chunk_codec
-from ..series.chunk import NO_EPOCH, STATS_DTYPE, Columns, EncodedChunk
+from ..series.chunk import STATS_DTYPE, Columns, EncodedChunk
 from ..series.tail import Summary
 from ..tensors.dtypes import DTYPES
 from ..tensors.index import ChunkIndex, Segment
@@ -442,19 +442,7 @@ def decode_chunk(row: ChunkRow, where: str) -> Columns:
 
 def index_fields(row: ChunkRow, columns: Columns) -> EncodedChunk:
     """What the index row of a scalar chunk holding ``columns`` says (its blob is kept)."""
-    epochs = columns.epoch[columns.epoch != NO_EPOCH]
-    return EncodedChunk(
-        seq=row.seq,
-        sealed=row.sealed,
-        first_step=int(columns.step.min()),
-        last_step=int(columns.step.max()),
-        min_epoch=int(epochs.min()) if len(epochs) else None,
-        max_epoch=int(epochs.max()) if len(epochs) else None,
-        size=len(columns.step),
-        stats=chunk_codec.compute_stats(columns).tobytes(),
-        data=row.data or b"",
-        checksum=row.checksum,
-    )
+    return chunk_codec.indexed(row.seq, row.sealed, columns, row.data or b"", row.checksum)
 
 
 def index_differences(row: ChunkRow, expected: EncodedChunk, columns: Columns) -> list[str]:

@@ -70,12 +70,6 @@ class MemoryBackend(SQLiteEngine):
             else:
                 self._db, self._lock, self._label = found[0], found[1], self.uri
 
-    @classmethod
-    def from_uri(
-        cls, uri: str, rest: str, *, create: bool, stale_after: float, fsync: bool
-    ) -> MemoryBackend:
-        return cls(rest, create=create, stale_after=stale_after, fsync=fsync)
-
     @property
     def journal_dir(self) -> Path | None:
         return None

@@ -51,6 +51,14 @@ class SQLiteEngine(SQLBackend):
     migrations: ClassVar[Sequence[Sequence[str]]] = MIGRATIONS["sqlite"]
     _db: sqlite3.Connection
 
+    @classmethod
+    def from_uri(
+        cls, uri: str, rest: str, *, create: bool, stale_after: float, fsync: bool
+    ) -> SQLiteEngine:
+        """Open the store named by what follows the scheme: a path, or a memory store's
+        name."""
+        return cls(rest, create=create, stale_after=stale_after, fsync=fsync)  # type: ignore[call-arg]
+
     def _setup(self, db: sqlite3.Connection, fsync: bool, label: str) -> None:
         """Use ``db`` (closed again on failure), set it up and migrate the schema; a file
         that is no SQLite database is ``NotAStoreError``, any other SQLite error a
@@ -157,12 +165,6 @@ class SQLiteBackend(SQLiteEngine):
         except sqlite3.Error as exc:
             raise StoreError(f"{self._path}: cannot open the database ({exc})") from None
         self._setup(db, fsync, str(self._path))
-
-    @classmethod
-    def from_uri(
-        cls, uri: str, rest: str, *, create: bool, stale_after: float, fsync: bool
-    ) -> SQLiteBackend:
-        return cls(rest, create=create, stale_after=stale_after, fsync=fsync)
 
     @property
     def journal_dir(self) -> Path:

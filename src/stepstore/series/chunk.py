@@ -337,6 +337,12 @@ def compute_stats(columns: Columns) -> np.ndarray:
 def make_chunk(seq: int, columns: Columns, sealed: bool) -> EncodedChunk:
     """Encode ``columns`` as chunk number ``seq`` of its series, with index fields."""
     data = encode(columns)
+    return indexed(seq, sealed, columns, data, checksum(data))
+
+
+def indexed(seq: int, sealed: bool, columns: Columns, data: bytes, crc: int) -> EncodedChunk:
+    """The chunk whose blob ``data`` (checksum ``crc``) holds ``columns``, with the index
+    fields and statistics those points give."""
     epochs = columns.epoch[columns.epoch != NO_EPOCH]
     return EncodedChunk(
         seq=seq,
@@ -348,5 +354,5 @@ def make_chunk(seq: int, columns: Columns, sealed: bool) -> EncodedChunk:
         size=len(columns.step),
         stats=compute_stats(columns).tobytes(),
         data=data,
-        checksum=checksum(data),
+        checksum=crc,
     )
