@@ -232,10 +232,11 @@ def test_hparams_are_a_run_of_their_own(both: dict[str, Any]) -> None:
 
 def test_default_log_dir_is_tensorboards(store_path: Path) -> None:
     writer = SummaryWriter(comment="_lr0.1", store=store_path, flush_interval=0.05)
+    run_id = writer.run.id  # read before close(): writer.run after it reopens the run
     writer.close()
     pattern = rf"runs/[A-Z][a-z]{{2}}\d\d_\d\d-\d\d-\d\d_{re.escape(socket.gethostname())}_lr0\.1"
     assert re.fullmatch(pattern, writer.get_logdir())
-    assert ss.open(store_path).run(writer.run.id).name == writer.get_logdir()
+    assert ss.open(store_path).run(run_id).name == writer.get_logdir()
 
 
 def test_a_call_after_close_continues_the_run(store_path: Path) -> None:
